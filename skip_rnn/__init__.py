@@ -1,0 +1,36 @@
+"""Skip RNN (Campos et al., ICLR 2018) in JAX: composable skip cells as pure functions.
+
+>>> import skip_rnn as sr
+>>> cell = sr.skip(sr.lstm(110))
+"""
+
+from skip_rnn.base import Cell, Output
+from skip_rnn.budget import (
+    budget_loss,
+    l1_budget_loss,
+    l2_budget_loss,
+    rising_costs,
+    time_weighted_budget_loss,
+)
+from skip_rnn.cells import LSTMState, gru, lstm, stack
+from skip_rnn.skip import SkipState, skip, skips_after_update, straight_through
+from skip_rnn.unroll import unroll
+
+__all__ = [
+    "Cell",
+    "LSTMState",
+    "Output",
+    "SkipState",
+    "budget_loss",
+    "gru",
+    "l1_budget_loss",
+    "l2_budget_loss",
+    "lstm",
+    "rising_costs",
+    "skip",
+    "skips_after_update",
+    "stack",
+    "straight_through",
+    "time_weighted_budget_loss",
+    "unroll",
+]

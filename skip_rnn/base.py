@@ -1,0 +1,62 @@
+"""The cell contract shared by every recurrent cell in this package.
+
+A cell is a ``NamedTuple`` of pure functions (the optax pattern). Factories such as
+:func:`skip_rnn.lstm` and :func:`skip_rnn.skip` build cells; :func:`skip_rnn.unroll` runs any
+cell over a sequence. Shapes use ``B`` = batch, ``T`` = time, ``F`` = input features,
+``H`` = hidden units.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import jax
+
+Array = jax.Array
+PRNGKey = jax.Array
+Params = Any  # a pytree of arrays
+State = Any  # a pytree of arrays, every leaf [B, ...]
+
+
+class Output(NamedTuple):
+    """What a cell emits at one step (leaves ``[B, ...]``) or :func:`unroll` over a sequence
+    (leaves ``[B, T, ...]``).
+
+    Attributes:
+      h: output of the (top) layer, ``[B, H]``; on a skipped step the copied state's output.
+      u: binary state update gate ``u_t`` (eq. 2), ``[B]``; its gradient is straight-through.
+      u_tilde: update probability ``ũ_t`` (eq. 5) that ``u_t`` binarizes, ``[B]``.
+      delta_u: ``Δũ_t`` (eq. 4), ``[B]``; carried over unchanged on skipped steps.
+
+    Plain cells have ``u = u_tilde = delta_u = 1``.
+    """
+
+    h: Array
+    u: Array
+    u_tilde: Array
+    delta_u: Array
+
+
+class Cell(NamedTuple):
+    """A recurrent cell as pure functions.
+
+    Attributes:
+      init: ``init(key, input_size) -> params``; a pytree of arrays (layout documented by
+        each factory). The learned initial state ``s_0`` is part of it.
+      initial_state: ``initial_state(params, batch_size) -> state``, ``s_0`` broadcast to
+        ``[B, ...]``.
+      step: ``step(params, state, x, key=None) -> (state, output)`` with ``x`` ``[B, F]``; the
+        per-time-step function (eq. 1 for plain cells, eqs. 2-5 for skip cells). ``output``
+        is ``h`` ``[B, H]`` for plain cells and an :class:`Output` for skip cells. ``key`` is
+        used only by stochastic cells.
+      output: ``output(state) -> h``, ``[B, H]``: the output a state stands for.
+      gate_input: ``gate_input(state) -> [B, D]``: the part of the state that the update
+        gate ``Δũ_t = σ(W_p s_t + b_p)`` reads (LSTM: ``c``; GRU: ``h``; stacks: chosen layers).
+    """
+
+    init: Callable[[PRNGKey, int], Params]
+    initial_state: Callable[[Params, int], State]
+    step: Callable[..., tuple[State, Any]]
+    output: Callable[[State], Array]
+    gate_input: Callable[[State], Array]

@@ -1,0 +1,175 @@
+"""Plain recurrent cells: the state transition ``s_t = S(s_{t-1}, x_t)`` of eq. 1.
+
+Every factory returns a :class:`skip_rnn.base.Cell`. Each cell learns its initial state
+``s_0`` (zeros at init, broadcast over the batch), as in the paper's experiments.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from skip_rnn.base import Array, Cell, Params, PRNGKey, State
+
+
+class LSTMState(NamedTuple):
+    """LSTM state: cell ``c`` and hidden ``h``, each ``[B, H]``."""
+
+    c: Array
+    h: Array
+
+
+def _broadcast_s0(params: Params, batch_size: int) -> State:
+    """``params["s0"]`` (leaves ``[H]``) broadcast to leaves ``[B, H]``."""
+    return jax.tree.map(lambda s: jnp.broadcast_to(s, (batch_size, *s.shape)), params["s0"])
+
+
+def _kernels(key: PRNGKey, input_size: int, hidden_size: int, gates: int) -> dict[str, Array]:
+    """Input kernel (LeCun normal) and recurrent kernel (orthogonal), as Flax's cells do."""
+    k_x, k_h = jax.random.split(key)
+    w_x = jax.nn.initializers.lecun_normal()(k_x, (input_size, gates * hidden_size))
+    w_h = jax.nn.initializers.orthogonal()(k_h, (hidden_size, gates * hidden_size))
+    return {"w_x": w_x, "w_h": w_h}
+
+
+def lstm(hidden_size: int, forget_bias: float = 1.0) -> Cell:
+    r"""Long short-term memory cell.
+
+    .. math::
+        i, f, g, o &= \mathrm{split}(x_t W_x + h_{t-1} W_h + b) \\
+        c_t &= \sigma(f) \odot c_{t-1} + \sigma(i) \odot \tanh(g) \\
+        h_t &= \sigma(o) \odot \tanh(c_t)
+
+    Parameters: ``w_x`` ``[F, 4H]``, ``w_h`` ``[H, 4H]``, ``b`` ``[4H]`` with the gates in the
+    order (i, f, g, o), and ``s0`` an :class:`LSTMState` of ``[H]`` vectors. The update gate
+    of a skip LSTM reads ``c_t`` (as the authors' code does).
+
+    Args:
+      hidden_size: ``H``.
+      forget_bias: initial value of the forget-gate bias (TF's ``BasicLSTMCell`` and the
+        authors' code add 1).
+
+    Example:
+      >>> import jax, jax.numpy as jnp, skip_rnn as sr
+      >>> cell = sr.lstm(8)
+      >>> params = cell.init(jax.random.key(0), 3)
+      >>> state = cell.initial_state(params, 2)
+      >>> state, h = cell.step(params, state, jnp.ones((2, 3)))
+      >>> h.shape
+      (2, 8)
+    """
+    _check_positive(hidden_size=hidden_size)
+    H = hidden_size
+
+    def init(key: PRNGKey, input_size: int) -> Params:
+        _check_positive(input_size=input_size)
+        b = jnp.zeros((4 * H,)).at[H : 2 * H].set(forget_bias)
+        zeros = jnp.zeros((H,))
+        return {**_kernels(key, input_size, H, 4), "b": b, "s0": LSTMState(c=zeros, h=zeros)}
+
+    def step(params: Params, state: LSTMState, x: Array, key: PRNGKey | None = None):
+        del key
+        z = x @ params["w_x"] + state.h @ params["w_h"] + params["b"]
+        i, f, g, o = jnp.split(z, 4, axis=-1)
+        c = jax.nn.sigmoid(f) * state.c + jax.nn.sigmoid(i) * jnp.tanh(g)
+        h = jax.nn.sigmoid(o) * jnp.tanh(c)
+        return LSTMState(c=c, h=h), h
+
+    return Cell(init, _broadcast_s0, step, output=lambda s: s.h, gate_input=lambda s: s.c)
+
+
+def gru(hidden_size: int) -> Cell:
+    r"""Gated recurrent unit (the cuDNN / Flax ``GRUCell`` form: reset applied after ``W_h``).
+
+    .. math::
+        r &= \sigma(x_t W_x^r + b^r + h_{t-1} W_h^r) \\
+        z &= \sigma(x_t W_x^z + b^z + h_{t-1} W_h^z) \\
+        n &= \tanh(x_t W_x^n + b^n + r \odot (h_{t-1} W_h^n + b_h^n)) \\
+        h_t &= (1 - z) \odot n + z \odot h_{t-1}
+
+    Parameters: ``w_x`` ``[F, 3H]``, ``w_h`` ``[H, 3H]``, ``b`` ``[3H]`` in the gate order
+    (r, z, n), ``b_hn`` ``[H]``, and ``s0`` ``[H]``. The update gate of a skip GRU reads
+    ``h_t``.
+
+    Args:
+      hidden_size: ``H``.
+    """
+    _check_positive(hidden_size=hidden_size)
+    H = hidden_size
+
+    def init(key: PRNGKey, input_size: int) -> Params:
+        _check_positive(input_size=input_size)
+        zeros = jnp.zeros((H,))
+        return {**_kernels(key, input_size, H, 3), "b": jnp.zeros((3 * H,)), "b_hn": zeros,
+                "s0": zeros}
+
+    def step(params: Params, h: Array, x: Array, key: PRNGKey | None = None):
+        del key
+        x_r, x_z, x_n = jnp.split(x @ params["w_x"] + params["b"], 3, axis=-1)
+        h_r, h_z, h_n = jnp.split(h @ params["w_h"], 3, axis=-1)
+        r = jax.nn.sigmoid(x_r + h_r)
+        z = jax.nn.sigmoid(x_z + h_z)
+        n = jnp.tanh(x_n + r * (h_n + params["b_hn"]))
+        h = (1.0 - z) * n + z * h
+        return h, h
+
+    return Cell(init, _broadcast_s0, step, output=lambda h: h, gate_input=lambda h: h)
+
+
+def stack(cells: Sequence[Cell], gate_layers: Sequence[int] = (-1,)) -> Cell:
+    """Stacked cells: layer ``l`` reads the output of layer ``l - 1`` at the same step.
+
+    Parameters: a tuple with one parameter pytree per layer; the state is a tuple with one
+    state per layer. The output is the top layer's.
+
+    Args:
+      cells: the layers, bottom first.
+      gate_layers: which layers' states the update gate of a skip stack reads (§4.5: the top
+        layer, i.e. ``W_p`` is zero for the others). Their gate inputs are concatenated.
+    """
+    cells = tuple(cells)
+    if not cells:
+        raise ValueError("stack: `cells` must hold at least one cell.")
+    layers = [range(len(cells))[i] for i in _valid_layers(gate_layers, len(cells))]
+
+    def init(key: PRNGKey, input_size: int) -> Params:
+        params = []
+        for cell, k in zip(cells, jax.random.split(key, len(cells)), strict=True):
+            params.append(cell.init(k, input_size))
+            input_size = cell.output(cell.initial_state(params[-1], 1)).shape[-1]
+        return tuple(params)
+
+    def initial_state(params: Params, batch_size: int) -> State:
+        return tuple(c.initial_state(p, batch_size) for c, p in zip(cells, params, strict=True))
+
+    def step(params: Params, state: State, x: Array, key: PRNGKey | None = None):
+        new_state = []
+        for cell, p, s in zip(cells, params, state, strict=True):
+            s, x = cell.step(p, s, x)
+            new_state.append(s)
+        return tuple(new_state), x
+
+    def gate_input(state: State) -> Array:
+        return jnp.concatenate([cells[i].gate_input(state[i]) for i in layers], axis=-1)
+
+    return Cell(init, initial_state, step, lambda s: cells[-1].output(s[-1]), gate_input)
+
+
+def _valid_layers(gate_layers: Sequence[int], num_layers: int) -> tuple[int, ...]:
+    gate_layers = tuple(gate_layers)
+    if not gate_layers or any(not -num_layers <= i < num_layers for i in gate_layers):
+        raise ValueError(
+            f"stack: `gate_layers` must be a non-empty list of layer indices in "
+            f"[-{num_layers}, {num_layers}), got {gate_layers}."
+        )
+    return gate_layers
+
+
+def _check_positive(**values: int) -> None:
+    for name, value in values.items():
+        if isinstance(value, bool) or not isinstance(value, int | np.integer) or value <= 0:
+            raise ValueError(f"`{name}` must be a positive integer, got {value!r}.")

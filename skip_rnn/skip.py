@@ -1,0 +1,172 @@
+r"""The Skip RNN wrapper (paper §3, eqs. 2-7).
+
+.. math::
+    u_t &= f_\mathrm{binarize}(\tilde u_t) && (2) \\
+    s_t &= u_t \cdot S(s_{t-1}, x_t) + (1 - u_t) \cdot s_{t-1} && (3) \\
+    \Delta\tilde u_t &= \sigma(W_p s_t + b_p) && (4) \\
+    \tilde u_{t+1} &= u_t \cdot \Delta\tilde u_t
+        + (1 - u_t) \cdot (\tilde u_t + \min(\Delta\tilde u_t, 1 - \tilde u_t)) && (5)
+
+with ``ũ_1 = 1`` (the first step always updates) and, when ``u_t = 0``, ``Δũ_t = Δũ_{t-1}``
+carried over (Fig. 1d). ``f_binarize`` has a straight-through gradient (eq. 7).
+
+After ``k`` consecutive skips eq. 5 equals ``min((k + 1)·Δũ, 1)``. The forward pass takes
+``ũ`` in that closed form (the backward pass is eq. 5's own gradient), so that the number of
+skips after an update is *exactly* eq. 6 in floating point, ``skips_after_update(Δũ)``, and
+:func:`skip_rnn.jump_unroll` can jump ahead bit-for-bit in agreement with :func:`skip_rnn.unroll`.
+"""
+
+from __future__ import annotations
+
+from typing import Literal, NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from skip_rnn.base import Array, Cell, Output, Params, PRNGKey, State
+
+# Counts of skips saturate here: float32 represents every integer up to 2**24 exactly.
+_MAX_STEPS = 2**24
+
+
+class SkipState(NamedTuple):
+    """State of a skip cell; every leaf has a leading batch axis ``[B]``.
+
+    Attributes:
+      cell: the wrapped cell's state ``s_{t-1}``.
+      u_tilde: ``ũ_t``, the update probability for the coming step.
+      delta_u: ``Δũ`` of the last update (eq. 4; carried over on skips).
+      num_skips: consecutive skipped steps since the last update (int32).
+      num_updates: state updates made so far (int32); bounds the hard budget.
+    """
+
+    cell: State
+    u_tilde: Array
+    delta_u: Array
+    num_skips: Array
+    num_updates: Array
+
+
+def straight_through(soft: Array, hard: Array) -> Array:
+    """The value of ``hard`` with the gradient of ``soft`` (eq. 7: ``∂hard/∂soft = 1``).
+
+    Written as ``stop_gradient(hard) + (soft - stop_gradient(soft))`` so that the forward value
+    is ``hard`` exactly (``x + stop_gradient(round(x) - x)`` can miss 1 by a rounding error).
+    """
+    return jax.lax.stop_gradient(hard) + (soft - jax.lax.stop_gradient(soft))
+
+
+def skips_after_update(delta_u: Array) -> Array:
+    """Eq. 6: steps skipped after an update with ``Δũ``: ``min{n ∈ Z+ : n·Δũ ≥ 0.5} − 1``.
+
+    Exact in floating point (``n·Δũ`` is rounded as :func:`skip` rounds it), so it agrees with
+    the skip runs of :func:`skip_rnn.unroll` under ``binarize="round"``. Saturates at
+    ``2**24 - 1`` (``Δũ`` below ~3e-8, or 0).
+
+    Args:
+      delta_u: ``Δũ`` at update steps, any shape, values in ``[0, 1]``.
+
+    Returns:
+      int32 array of the same shape.
+    """
+    delta_u = jnp.asarray(delta_u)
+    n = jnp.minimum(jnp.ceil(0.5 / delta_u), _MAX_STEPS)
+    # ceil(0.5 / Δũ) is within [-1, 2] of the exact minimum; test the four candidates.
+    candidates = n[..., None] + jnp.arange(-2, 2, dtype=n.dtype)
+    ok = (candidates >= 1) & (candidates * delta_u[..., None] >= 0.5)
+    n = jnp.min(jnp.where(ok, candidates, _MAX_STEPS), axis=-1)
+    return n.astype(jnp.int32) - 1
+
+
+def skip(
+    cell: Cell,
+    binarize: Literal["round", "bernoulli"] = "round",
+    update_bias: float = 1.0,
+    max_updates: int | None = None,
+) -> Cell:
+    """Wraps ``cell`` into a Skip RNN cell (eqs. 2-5).
+
+    Parameters: ``{"cell": <cell params>, "w_p": [D], "b_p": []}`` where ``D`` is the size of
+    ``cell.gate_input(state)``; ``b_p`` starts at ``update_bias`` so that every step updates
+    early in training. The state is a :class:`SkipState`; ``step`` emits an
+    :class:`skip_rnn.Output`. A skipped step copies the whole wrapped state bit-exactly.
+
+    Args:
+      cell: the wrapped cell (``lstm``, ``gru``, ``stack`` ...).
+      binarize: ``"round"`` (``u = 1`` iff ``ũ ≥ 0.5``, the paper's choice, so eq. 6 holds) or
+        ``"bernoulli"`` (``u ~ Bernoulli(ũ)``; ``step`` then needs a ``key``).
+      update_bias: initial ``b_p``.
+      max_updates: hard budget (§5): once a sequence made this many updates, ``u_t = 0``.
+
+    Example:
+      >>> import jax, jax.numpy as jnp, skip_rnn as sr
+      >>> cell = sr.skip(sr.lstm(8))
+      >>> params = cell.init(jax.random.key(0), 3)
+      >>> state, out = sr.unroll(cell, params, jnp.ones((2, 5, 3)))
+      >>> out.u.shape, out.h.shape
+      ((2, 5), (2, 5, 8))
+    """
+    if binarize not in ("round", "bernoulli"):
+        raise ValueError(f"skip: `binarize` must be 'round' or 'bernoulli', got {binarize!r}.")
+    if max_updates is not None and (not isinstance(max_updates, int) or max_updates < 1):
+        raise ValueError(f"skip: `max_updates` must be a positive integer, got {max_updates!r}.")
+
+    def init(key: PRNGKey, input_size: int) -> Params:
+        k_cell, k_gate = jax.random.split(key)
+        cell_params = cell.init(k_cell, input_size)
+        gate_size = cell.gate_input(cell.initial_state(cell_params, 1)).shape[-1]
+        w_p = jax.nn.initializers.lecun_normal()(k_gate, (gate_size, 1))[:, 0]
+        return {"cell": cell_params, "w_p": w_p, "b_p": jnp.asarray(update_bias, w_p.dtype)}
+
+    def initial_state(params: Params, batch_size: int) -> SkipState:
+        ones = jnp.ones((batch_size,), params["b_p"].dtype)
+        count = jnp.zeros((batch_size,), jnp.int32)
+        return SkipState(cell.initial_state(params["cell"], batch_size), ones, ones, count, count)
+
+    def step(params: Params, state: SkipState, x: Array, key: PRNGKey | None = None):
+        hard = _binarize(binarize, state.u_tilde, key)
+        if max_updates is not None:
+            hard = jnp.where(state.num_updates < max_updates, hard, 0.0)
+        u = straight_through(state.u_tilde, hard)
+        candidate, _ = cell.step(params["cell"], state.cell, x)
+        new_delta_u = update_probability_delta(params, cell.gate_input(candidate))
+        cell_state = jax.tree.map(lambda new, old: select(u, new, old), candidate, state.cell)
+        delta_u = select(u, new_delta_u, state.delta_u)
+        num_skips = jnp.where(hard > 0, 0, state.num_skips + 1)
+        eq5 = u * delta_u + (1 - u) * (state.u_tilde + jnp.minimum(delta_u, 1 - state.u_tilde))
+        closed_form = jnp.minimum((num_skips + 1).astype(delta_u.dtype) * delta_u, 1)
+        new_state = SkipState(
+            cell=cell_state,
+            u_tilde=straight_through(eq5, closed_form),
+            delta_u=delta_u,
+            num_skips=num_skips,
+            num_updates=state.num_updates + hard.astype(jnp.int32),
+        )
+        return new_state, Output(cell.output(cell_state), u, state.u_tilde, delta_u)
+
+    return Cell(
+        init,
+        initial_state,
+        step,
+        output=lambda s: cell.output(s.cell),
+        gate_input=lambda s: cell.gate_input(s.cell),
+    )
+
+
+def update_probability_delta(params: Params, gate_input: Array) -> Array:
+    """Eq. 4: ``Δũ = σ(W_p s + b_p)``; ``gate_input`` ``[B, D]`` -> ``[B]``."""
+    return jax.nn.sigmoid(gate_input @ params["w_p"] + params["b_p"])
+
+
+def select(u: Array, new: Array, old: Array) -> Array:
+    """Eq. 3 for one leaf: ``u·new + (1 - u)·old`` with ``u`` ``[B]`` in {0, 1} (exact copy)."""
+    u = u.reshape(u.shape + (1,) * (new.ndim - u.ndim))
+    return u * new + (1 - u) * old
+
+
+def _binarize(kind: str, u_tilde: Array, key: PRNGKey | None) -> Array:
+    if kind == "round":
+        return (u_tilde >= 0.5).astype(u_tilde.dtype)
+    if key is None:
+        raise ValueError("skip(binarize='bernoulli') samples u_t: pass `key` to unroll/step.")
+    return jax.random.bernoulli(key, u_tilde).astype(u_tilde.dtype)

@@ -1,0 +1,70 @@
+"""Runs any cell over a batch of sequences with ``jax.lax.scan`` (one trace per shape)."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from skip_rnn.base import Array, Cell, Output, Params, PRNGKey, State
+
+
+def unroll(
+    cell: Cell,
+    params: Params,
+    xs: Array,
+    lengths: Array | None = None,
+    key: PRNGKey | None = None,
+    initial_state: State | None = None,
+) -> tuple[State, Output]:
+    """Runs ``cell`` over ``xs`` and returns ``(final_state, out)``.
+
+    Plain and skip cells share this one code path; for plain cells ``out.u`` is 1 at every
+    valid step. With ``lengths``, steps ``t >= lengths[b]`` change nothing: the state stays
+    that of the last valid step (so ``final_state`` is it), ``out.h`` repeats its output, and
+    ``out.u``, ``out.u_tilde``, ``out.delta_u`` are 0 there, so padding never counts as updates.
+
+    Args:
+      cell: any :class:`skip_rnn.Cell`.
+      params: ``cell.init(...)``'s pytree.
+      xs: inputs ``[B, T, F]``.
+      lengths: optional int ``[B]``, valid steps per sequence.
+      key: randomness for stochastic cells (``skip(..., binarize="bernoulli")``), split into
+        one key per step.
+      initial_state: optional state to start from (default ``cell.initial_state``), e.g. to
+        continue a sequence chunk by chunk.
+
+    Returns:
+      ``final_state`` (leaves ``[B, ...]``) and an :class:`Output` with ``h`` ``[B, T, H]`` and
+      ``u``, ``u_tilde``, ``delta_u`` ``[B, T]``.
+    """
+    if xs.ndim != 3:
+        raise ValueError(f"unroll: `xs` must be [batch, time, features], got shape {xs.shape}.")
+    batch_size, num_steps = xs.shape[:2]
+    state = cell.initial_state(params, batch_size) if initial_state is None else initial_state
+    valid = None if lengths is None else jnp.arange(num_steps)[:, None] < lengths[None, :]
+    keys = None if key is None else jax.random.split(key, num_steps)
+
+    def body(state: State, inputs: tuple[Array, Array | None, PRNGKey | None]):
+        x, valid_t, key_t = inputs
+        new_state, out = cell.step(params, state, x, key_t)
+        out = as_output(out)
+        if valid_t is None:
+            return new_state, out
+        state = jax.tree.map(lambda new, old: _where(valid_t, new, old), new_state, state)
+        masked = [jnp.where(valid_t, v, 0) for v in (out.u, out.u_tilde, out.delta_u)]
+        return state, Output(cell.output(state), *masked)
+
+    final_state, out = jax.lax.scan(body, state, (jnp.swapaxes(xs, 0, 1), valid, keys))
+    return final_state, jax.tree.map(lambda v: jnp.swapaxes(v, 0, 1), out)
+
+
+def as_output(out: Array | Output) -> Output:
+    """A plain cell's ``h`` as an :class:`Output` (``u = ũ = Δũ = 1``); skip outputs pass."""
+    if isinstance(out, Output):
+        return out
+    ones = jnp.ones(out.shape[:1], out.dtype)
+    return Output(out, ones, ones, ones)
+
+
+def _where(valid: Array, new: Array, old: Array) -> Array:
+    return jnp.where(valid.reshape(valid.shape + (1,) * (new.ndim - 1)), new, old)
