@@ -13,16 +13,22 @@ from skip_rnn.budget import (
     time_weighted_budget_loss,
 )
 from skip_rnn.cells import LSTMState, gru, lstm, stack
-from skip_rnn.skip import SkipState, skip, skips_after_update, straight_through
+from skip_rnn.inference import JumpInfo, JumpStream, jump_stream, jump_unroll
+from skip_rnn.skip import SkipCell, SkipState, skip, skips_after_update, straight_through
 from skip_rnn.unroll import unroll
 
 __all__ = [
     "Cell",
+    "JumpInfo",
+    "JumpStream",
     "LSTMState",
     "Output",
+    "SkipCell",
     "SkipState",
     "budget_loss",
     "gru",
+    "jump_stream",
+    "jump_unroll",
     "l1_budget_loss",
     "l2_budget_loss",
     "lstm",

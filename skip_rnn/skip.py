@@ -18,6 +18,7 @@ skips after an update is *exactly* eq. 6 in floating point, ``skips_after_update
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Literal, NamedTuple
 
 import jax
@@ -27,6 +28,24 @@ from skip_rnn.base import Array, Cell, Output, Params, PRNGKey, State
 
 # Counts of skips saturate here: float32 represents every integer up to 2**24 exactly.
 _MAX_STEPS = 2**24
+
+
+class SkipCell(NamedTuple):
+    """A :class:`skip_rnn.Cell` (same first five fields, same contract) plus its skip settings,
+    which the jumping runners of :mod:`skip_rnn.inference` need.
+
+    Attributes:
+      binarize: ``"round"`` or ``"bernoulli"``.
+      max_updates: the hard budget, or ``None``.
+    """
+
+    init: Callable[[PRNGKey, int], Params]
+    initial_state: Callable[[Params, int], State]
+    step: Callable[..., tuple[State, Output]]
+    output: Callable[[State], Array]
+    gate_input: Callable[[State], Array]
+    binarize: str
+    max_updates: int | None
 
 
 class SkipState(NamedTuple):
@@ -83,7 +102,7 @@ def skip(
     binarize: Literal["round", "bernoulli"] = "round",
     update_bias: float = 1.0,
     max_updates: int | None = None,
-) -> Cell:
+) -> SkipCell:
     """Wraps ``cell`` into a Skip RNN cell (eqs. 2-5).
 
     Parameters: ``{"cell": <cell params>, "w_p": [D], "b_p": []}`` where ``D`` is the size of
@@ -144,12 +163,14 @@ def skip(
         )
         return new_state, Output(cell.output(cell_state), u, state.u_tilde, delta_u)
 
-    return Cell(
+    return SkipCell(
         init,
         initial_state,
         step,
         output=lambda s: cell.output(s.cell),
         gate_input=lambda s: cell.gate_input(s.cell),
+        binarize=binarize,
+        max_updates=max_updates,
     )
 
 

@@ -50,7 +50,7 @@ def unroll(
         out = as_output(out)
         if valid_t is None:
             return new_state, out
-        state = jax.tree.map(lambda new, old: _where(valid_t, new, old), new_state, state)
+        state = jax.tree.map(lambda new, old: where_rows(valid_t, new, old), new_state, state)
         masked = [jnp.where(valid_t, v, 0) for v in (out.u, out.u_tilde, out.delta_u)]
         return state, Output(cell.output(state), *masked)
 
@@ -66,5 +66,6 @@ def as_output(out: Array | Output) -> Output:
     return Output(out, ones, ones, ones)
 
 
-def _where(valid: Array, new: Array, old: Array) -> Array:
-    return jnp.where(valid.reshape(valid.shape + (1,) * (new.ndim - 1)), new, old)
+def where_rows(keep_new: Array, new: Array, old: Array) -> Array:
+    """Row-wise ``jnp.where``: ``keep_new`` ``[B]`` picks ``new[b]`` or ``old[b]``."""
+    return jnp.where(keep_new.reshape(keep_new.shape + (1,) * (new.ndim - 1)), new, old)

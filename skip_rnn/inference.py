@@ -1,0 +1,184 @@
+"""Inference that really skips: no computation and no input read on skipped steps (eq. 6).
+
+After an update at step ``t`` with ``Δũ_t``, a skip cell with ``binarize="round"`` skips
+exactly ``N_skip(t) = skips_after_update(Δũ_t)`` steps (eq. 6), so a runner can jump straight
+to step ``t + N_skip(t) + 1``. Each update goes through the skip cell's own ``step`` (with
+``ũ = 1`` forced), so the arithmetic is that of :func:`skip_rnn.unroll`.
+
+- :func:`jump_unroll`: a batch under ``jax.jit``; every sequence keeps its own time pointer and
+  each loop iteration performs one update for all of them, ``max_b(updates_b)`` iterations.
+- :func:`jump_stream`: one sample at a time, for online use; it says how many of the coming
+  samples the model will not read, so the caller can sleep the sensor or drop frames.
+
+Jumping needs deterministic rounding: a ``binarize="bernoulli"`` model cannot know ahead of
+time which steps it skips, and is refused.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from skip_rnn.base import Array, Output, Params
+from skip_rnn.skip import SkipCell, SkipState, skips_after_update
+from skip_rnn.unroll import where_rows
+
+
+class JumpInfo(NamedTuple):
+    """Work done by :func:`jump_unroll`: ``num_updates`` ``[B]`` (int32) and
+    ``num_iterations`` (int32 scalar, ``= max_b num_updates_b``)."""
+
+    num_updates: Array
+    num_iterations: Array
+
+
+class JumpStream(NamedTuple):
+    """Streaming runner, a pair of pure functions (see :func:`jump_stream`).
+
+    Attributes:
+      start: ``start(params, batch_size=1) -> state``.
+      push: ``push(params, state, x) -> (state, h, skips)`` with ``x`` ``[B, F]`` the next sample
+        the model reads; ``h`` ``[B, H]``; ``skips`` int32 ``[B]``, the number of samples that
+        follow which the model will not read (``2**24 - 1``: none will be read again).
+    """
+
+    start: object
+    push: object
+
+
+def jump_unroll(
+    cell: SkipCell, params: Params, xs: Array, lengths: Array | None = None
+) -> tuple[SkipState, Output, JumpInfo]:
+    """Runs a skip cell over ``xs`` computing only the steps that update.
+
+    Returns what :func:`skip_rnn.unroll` returns (bit-for-bit where the arithmetic is the same,
+    else within float rounding) plus a :class:`JumpInfo`. Inputs at skipped steps are never
+    read. The dense outputs are filled in after the loop: ``out.h`` at a skipped step is the
+    last update's output; ``out.u_tilde`` follows eq. 5 in closed form.
+
+    Args:
+      cell: a skip cell from :func:`skip_rnn.skip` with ``binarize="round"``.
+      params: its parameters.
+      xs: ``[B, T, F]``.
+      lengths: optional int ``[B]``; steps ``t >= lengths[b]`` are padding.
+
+    Returns:
+      ``(final_state, out, info)``.
+    """
+    _check_jumpable(cell)
+    batch_size, num_steps = xs.shape[:2]
+    rows = jnp.arange(batch_size)
+    limit = jnp.full((batch_size,), num_steps) if lengths is None else jnp.asarray(lengths)
+    state = cell.initial_state(params, batch_size)
+    h0 = cell.output(state)
+
+    class Loop(NamedTuple):
+        state: SkipState
+        t: Array  # [B] the next step each sequence updates at
+        h: Array  # [B, T, H] outputs at update steps
+        u: Array  # [B, T] 1 at update steps
+        delta_u: Array  # [B, T] Δũ at update steps
+        iterations: Array
+
+    def active(loop: Loop) -> Array:
+        within = loop.t < limit
+        if cell.max_updates is not None:
+            within &= loop.state.num_updates < cell.max_updates
+        return within
+
+    def body(loop: Loop) -> Loop:
+        go = active(loop)
+        x = jnp.where(go[:, None], xs[rows, jnp.minimum(loop.t, num_steps - 1)], 0)
+        new_state, h, skips = _update(cell, params, loop.state, x)
+        state = jax.tree.map(lambda new, old: where_rows(go, new, old), new_state, loop.state)
+        at = jnp.where(go, loop.t, num_steps)  # out of bounds: dropped
+        return Loop(
+            state,
+            jnp.where(go, loop.t + 1 + skips, loop.t),
+            loop.h.at[rows, at].set(h, mode="drop"),
+            loop.u.at[rows, at].set(1, mode="drop"),
+            loop.delta_u.at[rows, at].set(new_state.delta_u, mode="drop"),
+            loop.iterations + 1,
+        )
+
+    zeros = jnp.zeros((batch_size, num_steps), h0.dtype)
+    h_at = jnp.zeros((*zeros.shape, h0.shape[-1]), h0.dtype)
+    init = Loop(state, jnp.zeros_like(limit), h_at, zeros, zeros, jnp.zeros((), jnp.int32))
+    loop = jax.lax.while_loop(lambda loop: jnp.any(active(loop)), body, init)
+    out = _dense_outputs(loop.h, loop.u, loop.delta_u, limit, h0, lengths is not None)
+    final_state = _skipped_to_end(loop.state, limit, out.u)
+    return final_state, out, JumpInfo(loop.state.num_updates, loop.iterations)
+
+
+def jump_stream(cell: SkipCell) -> JumpStream:
+    """A streaming runner for a skip cell with ``binarize="round"``: one update per sample read.
+
+    Example (a sensor read only when the model asks for it):
+      >>> import jax, jax.numpy as jnp, skip_rnn as sr
+      >>> cell = sr.skip(sr.lstm(16))
+      >>> params = cell.init(jax.random.key(0), 1)
+      >>> runner = sr.jump_stream(cell)
+      >>> push = jax.jit(runner.push)
+      >>> state, t, reads = runner.start(params), 0, 0
+      >>> while t < 100:
+      ...     sample = jnp.sin(0.3 * t).reshape(1, 1)
+      ...     state, h, skips = push(params, state, sample)
+      ...     t, reads = t + 1 + int(skips[0]), reads + 1
+    """
+    _check_jumpable(cell)
+
+    def start(params: Params, batch_size: int = 1) -> SkipState:
+        return cell.initial_state(params, batch_size)
+
+    def push(params: Params, state: SkipState, x: Array):
+        return _update(cell, params, state, x)
+
+    return JumpStream(start, push)
+
+
+def _update(cell: SkipCell, params: Params, state: SkipState, x: Array):
+    """One state update (``ũ = 1`` forced) and the number of steps it will skip next."""
+    new_state, out = cell.step(params, state._replace(u_tilde=jnp.ones_like(state.u_tilde)), x)
+    skips = skips_after_update(new_state.delta_u)
+    if cell.max_updates is not None:  # the budget is spent: never read again
+        skips = jnp.where(new_state.num_updates >= cell.max_updates, 2**24 - 1, skips)
+    return new_state, out.h, skips
+
+
+def _dense_outputs(h_at, u, delta_u_at, limit, h0, mask_padding: bool) -> Output:
+    """Per-step outputs ``[B, T, ...]`` from those recorded at update steps (``u = 1``)."""
+    steps = jnp.arange(u.shape[1])
+    last = jax.lax.cummax(jnp.where(u > 0, steps, -1), axis=1)  # last update at or before t
+    safe = jnp.maximum(last, 0)
+    h = jnp.take_along_axis(h_at, safe[..., None], 1)
+    h = jnp.where((last >= 0)[..., None], h, h0[:, None])
+    delta_u = jnp.take_along_axis(delta_u_at, safe, 1)
+    before = jnp.concatenate([jnp.full_like(last[:, :1], -1), last[:, :-1]], axis=1)
+    delta_before = jnp.take_along_axis(delta_u_at, jnp.maximum(before, 0), 1)
+    u_tilde = jnp.where(before >= 0, jnp.minimum((steps - before) * delta_before, 1), 1)
+    if mask_padding:
+        valid = steps[None, :] < limit[:, None]
+        delta_u, u_tilde = (jnp.where(valid, v, 0) for v in (delta_u, u_tilde))
+    return Output(h, u, u_tilde.astype(h_at.dtype), delta_u)
+
+
+def _skipped_to_end(state: SkipState, limit: Array, u: Array) -> SkipState:
+    """The state after the skips that follow the last update, up to each sequence's end."""
+    steps = jnp.arange(u.shape[1])
+    last = jnp.max(jnp.where(u > 0, steps, -1), axis=1)
+    num_skips = jnp.where(last >= 0, limit - 1 - last, 0).astype(jnp.int32)
+    u_tilde = jnp.minimum((num_skips + 1).astype(state.delta_u.dtype) * state.delta_u, 1)
+    return state._replace(num_skips=num_skips, u_tilde=jnp.where(last >= 0, u_tilde, 1))
+
+
+def _check_jumpable(cell: SkipCell) -> None:
+    if not isinstance(cell, SkipCell):
+        raise TypeError("jumping runs a skip cell: wrap the cell with skip_rnn.skip(...).")
+    if cell.binarize != "round":
+        raise ValueError(
+            f"jumping needs deterministic rounding (binarize='round'); this cell has "
+            f"binarize={cell.binarize!r}, whose skips cannot be known ahead of time. Run it "
+            "with skip_rnn.unroll instead."
+        )
