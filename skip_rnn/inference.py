@@ -77,10 +77,10 @@ def jump_unroll(
     class Loop(NamedTuple):
         state: SkipState
         t: Array  # [B] the next step each sequence updates at
-        h: Array  # [B, T, H] outputs at update steps
-        u: Array  # [B, T] 1 at update steps
-        delta_u: Array  # [B, T] Δũ at update steps
-        iterations: Array
+        iteration: Array  # scalar; updates are recorded at this index:
+        h: Array  # [B, T, H] output of each update
+        at: Array  # [B, T] its step (T: none)
+        delta_u: Array  # [B, T] its Δũ
 
     def active(loop: Loop) -> Array:
         within = loop.t < limit
@@ -93,23 +93,27 @@ def jump_unroll(
         x = jnp.where(go[:, None], xs[rows, jnp.minimum(loop.t, num_steps - 1)], 0)
         new_state, h, skips = _update(cell, params, loop.state, x)
         state = jax.tree.map(lambda new, old: where_rows(go, new, old), new_state, loop.state)
-        at = jnp.where(go, loop.t, num_steps)  # out of bounds: dropped
+        records = zip((loop.h, loop.at, loop.delta_u),
+                      (h, jnp.where(go, loop.t, num_steps), new_state.delta_u), strict=True)
         return Loop(
             state,
             jnp.where(go, loop.t + 1 + skips, loop.t),
-            loop.h.at[rows, at].set(h, mode="drop"),
-            loop.u.at[rows, at].set(1, mode="drop"),
-            loop.delta_u.at[rows, at].set(new_state.delta_u, mode="drop"),
-            loop.iterations + 1,
+            loop.iteration + 1,
+            *(jax.lax.dynamic_update_index_in_dim(r, v, loop.iteration, 1) for r, v in records),
         )
 
-    zeros = jnp.zeros((batch_size, num_steps), h0.dtype)
-    h_at = jnp.zeros((*zeros.shape, h0.shape[-1]), h0.dtype)
-    init = Loop(state, jnp.zeros_like(limit), h_at, zeros, zeros, jnp.zeros((), jnp.int32))
+    init = Loop(
+        state,
+        jnp.zeros_like(limit),
+        jnp.zeros((), jnp.int32),
+        jnp.zeros((batch_size, num_steps, h0.shape[-1]), h0.dtype),
+        jnp.full((batch_size, num_steps), num_steps),
+        jnp.zeros((batch_size, num_steps), h0.dtype),
+    )
     loop = jax.lax.while_loop(lambda loop: jnp.any(active(loop)), body, init)
-    out = _dense_outputs(loop.h, loop.u, loop.delta_u, limit, h0, lengths is not None)
-    final_state = _skipped_to_end(loop.state, limit, out.u)
-    return final_state, out, JumpInfo(loop.state.num_updates, loop.iterations)
+    out = _dense_outputs(loop.h, loop.at, loop.delta_u, limit, h0, lengths is not None)
+    final_state = _skipped_to_end(loop.state, loop.at, limit)
+    return final_state, out, JumpInfo(loop.state.num_updates, loop.iteration)
 
 
 def jump_stream(cell: SkipCell) -> JumpStream:
@@ -147,30 +151,35 @@ def _update(cell: SkipCell, params: Params, state: SkipState, x: Array):
     return new_state, out.h, skips
 
 
-def _dense_outputs(h_at, u, delta_u_at, limit, h0, mask_padding: bool) -> Output:
-    """Per-step outputs ``[B, T, ...]`` from those recorded at update steps (``u = 1``)."""
-    steps = jnp.arange(u.shape[1])
-    last = jax.lax.cummax(jnp.where(u > 0, steps, -1), axis=1)  # last update at or before t
-    safe = jnp.maximum(last, 0)
-    h = jnp.take_along_axis(h_at, safe[..., None], 1)
-    h = jnp.where((last >= 0)[..., None], h, h0[:, None])
-    delta_u = jnp.take_along_axis(delta_u_at, safe, 1)
-    before = jnp.concatenate([jnp.full_like(last[:, :1], -1), last[:, :-1]], axis=1)
-    delta_before = jnp.take_along_axis(delta_u_at, jnp.maximum(before, 0), 1)
-    u_tilde = jnp.where(before >= 0, jnp.minimum((steps - before) * delta_before, 1), 1)
+def _dense_outputs(h_at, at, delta_u_at, limit, h0, mask_padding: bool) -> Output:
+    """Per-step outputs ``[B, T, ...]`` from the updates' records (``at``: their steps)."""
+    batch_size, num_steps = at.shape
+    steps = jnp.arange(num_steps)
+    u = jnp.zeros(at.shape, h0.dtype).at[jnp.arange(batch_size)[:, None], at].set(1, mode="drop")
+    count = jnp.cumsum(u.astype(jnp.int32), axis=1)  # updates at or before each step
+
+    def of_update(records, index):  # records[b, index[b, t]]
+        return jnp.take_along_axis(records, jnp.maximum(index, 0), axis=1)
+
+    last = count - 1
+    h = jnp.where((last >= 0)[..., None], of_update(h_at, last[..., None]), h0[:, None])
+    delta_u = of_update(delta_u_at, last)
+    before = last - u.astype(jnp.int32)  # the last update strictly before each step
+    since = (steps - of_update(at, before)).astype(h0.dtype)
+    u_tilde = jnp.where(before >= 0, jnp.minimum(since * of_update(delta_u_at, before), 1), 1)
     if mask_padding:
         valid = steps[None, :] < limit[:, None]
         delta_u, u_tilde = (jnp.where(valid, v, 0) for v in (delta_u, u_tilde))
-    return Output(h, u, u_tilde.astype(h_at.dtype), delta_u)
+    return Output(h, u, u_tilde, delta_u)
 
 
-def _skipped_to_end(state: SkipState, limit: Array, u: Array) -> SkipState:
+def _skipped_to_end(state: SkipState, at: Array, limit: Array) -> SkipState:
     """The state after the skips that follow the last update, up to each sequence's end."""
-    steps = jnp.arange(u.shape[1])
-    last = jnp.max(jnp.where(u > 0, steps, -1), axis=1)
-    num_skips = jnp.where(last >= 0, limit - 1 - last, 0).astype(jnp.int32)
+    last = jnp.take_along_axis(at, jnp.maximum(state.num_updates - 1, 0)[:, None], 1)[:, 0]
+    updated = state.num_updates > 0
+    num_skips = jnp.where(updated, limit - 1 - last, 0).astype(jnp.int32)
     u_tilde = jnp.minimum((num_skips + 1).astype(state.delta_u.dtype) * state.delta_u, 1)
-    return state._replace(num_skips=num_skips, u_tilde=jnp.where(last >= 0, u_tilde, 1))
+    return state._replace(num_skips=num_skips, u_tilde=jnp.where(updated, u_tilde, 1))
 
 
 def _check_jumpable(cell: SkipCell) -> None:

@@ -1,0 +1,99 @@
+"""What every task's data looks like to the trainer.
+
+Training batches are a pure function of ``(seed, step)`` (fresh synthetic samples, or the
+step's slice of a per-epoch permutation), so a resumed run sees exactly the batches an
+uninterrupted one would.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib
+from collections.abc import Callable
+from typing import NamedTuple
+
+import ml_collections
+import numpy as np
+
+
+class Batch(NamedTuple):
+    """A batch of sequences (NumPy arrays).
+
+    Attributes:
+      inputs: ``[B, T, F]`` float32, or ``[B, T]`` int32 token ids (IMDB).
+      targets: ``[B]``: float32 regression targets, or int32 class labels.
+      lengths: ``[B]`` int32 valid steps, or ``None`` when every sequence is full length.
+    """
+
+    inputs: np.ndarray
+    targets: np.ndarray
+    lengths: np.ndarray | None = None
+
+    def __len__(self) -> int:  # the batch size, not the tuple's
+        return len(self.targets)
+
+    def slice(self, start: int, stop: int) -> Batch:
+        return Batch(*(None if a is None else a[start:stop] for a in self))
+
+    def take(self, index: np.ndarray) -> Batch:
+        return Batch(*(None if a is None else a[index] for a in self))
+
+
+class TaskData(NamedTuple):
+    """A task's data and how to score it.
+
+    Attributes:
+      train_batch: ``train_batch(step) -> Batch`` of ``config.batch_size`` examples.
+      eval_sets: ``{"validation": Batch, "test": Batch}`` held-out sets.
+      input_size: ``F``, or the vocabulary size for token inputs.
+      num_outputs: 1 for regression (MSE), else the number of classes (cross-entropy).
+      steps_per_epoch: training steps per pass over the data (``None``: endless synthetic).
+      solved: ``solved(metric) -> bool``, the paper's rule, or ``None``.
+      tokens: whether ``inputs`` are token ids that need an embedding.
+      embedding: optional ``[vocab, D]`` initial embedding (e.g. word2vec).
+    """
+
+    train_batch: Callable[[int], Batch]
+    eval_sets: dict[str, Batch]
+    input_size: int
+    num_outputs: int
+    steps_per_epoch: int | None = None
+    solved: Callable[[float], bool] | None = None
+    tokens: bool = False
+    embedding: np.ndarray | None = None
+
+
+TASKS = ("adding", "frequency", "mnist", "imdb", "ucf101")
+
+
+def load(config: ml_collections.ConfigDict) -> TaskData:
+    """The data of ``config.task`` (one of :data:`TASKS`)."""
+    if config.task not in TASKS:
+        raise ValueError(f"config.task must be one of {TASKS}, got {config.task!r}.")
+    return importlib.import_module(f"skip_rnn.data.{config.task}").load(config)
+
+
+def epoch_batches(data: Batch, batch_size: int, seed: int) -> tuple[Callable[[int], Batch], int]:
+    """``train_batch(step)`` over a fixed training set, reshuffled each epoch (drop remainder)."""
+    steps_per_epoch = len(data) // batch_size
+    if steps_per_epoch == 0:
+        raise ValueError(f"config.batch_size={batch_size} exceeds the {len(data)} training "
+                         "examples.")
+
+    @functools.lru_cache(maxsize=1)
+    def order(epoch: int) -> np.ndarray:
+        return np.random.default_rng([seed, epoch]).permutation(len(data))
+
+    def train_batch(step: int) -> Batch:
+        epoch, index = divmod(step, steps_per_epoch)
+        return data.take(order(epoch)[index * batch_size : (index + 1) * batch_size])
+
+    return train_batch, steps_per_epoch
+
+
+def check_finite(name: str, values: np.ndarray) -> np.ndarray:
+    """Refuse data with NaN or Inf, naming where it came from."""
+    if not np.all(np.isfinite(values)):
+        bad = np.argwhere(~np.isfinite(values))[0].tolist()
+        raise ValueError(f"{name}: non-finite value (NaN or Inf) at index {bad}.")
+    return values
