@@ -31,11 +31,11 @@ def sample(rng: np.random.Generator, batch_size: int, seq_length: int) -> Batch:
 def load(config: ml_collections.ConfigDict) -> TaskData:
     length, seed = config.data.seq_length, config.seed
     return TaskData(
-        train_batch=lambda step: sample(np.random.default_rng([seed, step]), config.batch_size,
+        train_batch=lambda step: sample(np.random.default_rng([seed, 0, step]), config.batch_size,
                                         length),
         eval_sets={  # fixed held-out sets, drawn from streams the training never uses
-            "validation": sample(np.random.default_rng([seed, -1]), config.data.num_eval, length),
-            "test": sample(np.random.default_rng([seed, -2]), config.data.num_eval, length),
+            "validation": sample(np.random.default_rng([seed, 1]), config.data.num_eval, length),
+            "test": sample(np.random.default_rng([seed, 2]), config.data.num_eval, length),
         },
         input_size=2,
         num_outputs=1,

@@ -74,7 +74,10 @@ def load(config: ml_collections.ConfigDict) -> TaskData:
 
 
 def epoch_batches(data: Batch, batch_size: int, seed: int) -> tuple[Callable[[int], Batch], int]:
-    """``train_batch(step)`` over a fixed training set, reshuffled each epoch (drop remainder)."""
+    """``train_batch(step)`` over a fixed training set, reshuffled each epoch (drop remainder).
+
+    ``data`` is a :class:`Batch` or anything with ``len()`` and ``take(index)`` (lazy sets).
+    """
     steps_per_epoch = len(data) // batch_size
     if steps_per_epoch == 0:
         raise ValueError(f"config.batch_size={batch_size} exceeds the {len(data)} training "

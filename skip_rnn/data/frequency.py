@@ -43,13 +43,13 @@ def load(config: ml_collections.ConfigDict) -> TaskData:
     d = config.data
     seed = config.seed
 
-    def make(stream: int, n: int) -> Batch:
-        return sample(np.random.default_rng([seed, stream]), n, d.duration_ms,
+    def make(stream: list[int], n: int) -> Batch:
+        return sample(np.random.default_rng([seed, *stream]), n, d.duration_ms,
                       d.sampling_period_ms)
 
     return TaskData(
-        train_batch=lambda step: make(step, config.batch_size),
-        eval_sets={"validation": make(-1, d.num_eval), "test": make(-2, d.num_eval)},
+        train_batch=lambda step: make([0, step], config.batch_size),
+        eval_sets={"validation": make([1], d.num_eval), "test": make([2], d.num_eval)},
         input_size=1,
         num_outputs=2,
         solved=lambda accuracy: accuracy > 0.99,

@@ -1,0 +1,45 @@
+"""Settings shared by every experiment (paper §4): Adam 1e-4, batch 256, clipping 1, b_p = 1."""
+
+from __future__ import annotations
+
+import ml_collections
+
+
+def base_config(task: str) -> ml_collections.ConfigDict:
+    config = ml_collections.ConfigDict()
+    config.task = task
+    config.seed = 0
+
+    config.model = ml_collections.ConfigDict()
+    config.model.cell = "skip_lstm"  # lstm | gru | skip_lstm | skip_gru
+    config.model.hidden_size = 110
+    config.model.num_layers = 1
+    config.model.gate_layers = (-1,)  # layers the update gate reads (stacks, §4.5)
+    config.model.update_bias = 1.0  # initial b_p: every step updates at the start
+    config.model.binarize = "round"  # round | bernoulli
+    config.model.max_updates = 0  # hard budget per sequence; 0: none
+    config.model.embedding_size = 0  # token tasks only (IMDB: 300)
+    config.model.dropout = 0.0  # on the last state, before the classifier
+
+    config.cost_per_sample = 0.0  # λ of the budget loss
+    config.budget_loss = "cost_per_sample"  # cost_per_sample | l1 | l2 | time_weighted
+    config.target_updates = 0.0  # for the l1 / l2 budget losses
+
+    config.learning_rate = 1e-4
+    config.b1 = 0.9
+    config.b2 = 0.999
+    config.eps = 1e-8
+    config.clip_norm = 1.0
+    config.batch_size = 256
+    config.eval_batch_size = 1000
+
+    config.num_train_steps = 0  # 0: num_epochs * steps per epoch
+    config.num_epochs = 0
+    config.eval_every = 500
+    config.checkpoint_every = 1000
+    config.log_every = 100
+    config.stop_when_solved = False  # synthetic tasks: stop at the paper's "solved" rule
+    config.num_figure_examples = 4
+
+    config.data = ml_collections.ConfigDict()
+    return config

@@ -1,0 +1,87 @@
+"""Figures of used vs skipped samples, written to the workdir at the end of training.
+
+- ``used_samples.png`` (adding, frequency; the paper's Fig. 2): a few held-out sequences,
+  red = used (state updated), blue = skipped.
+- ``used_pixels.png`` (MNIST; Fig. 4): digits with used pixels red and skipped ones blue.
+- ``updates.png`` (every task): the update gates ``u_t`` of held-out sequences as a raster.
+"""
+
+from __future__ import annotations
+
+import os
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from skip_rnn import models  # noqa: E402
+
+
+def write_all(workdir: str, config, task, cell, params) -> list[str]:
+    """Draws the task's figures for ``config.num_figure_examples`` validation sequences."""
+    n = config.num_figure_examples
+    if n <= 0:
+        return []
+    batch = task.eval_sets["validation"].slice(0, n)
+    _, out = models.apply(cell, params, batch.inputs, batch.lengths)
+    u = np.asarray(out.u)
+    paths = [updates_raster(os.path.join(workdir, "updates.png"), u, config.task)]
+    if config.task in ("adding", "frequency"):
+        values = np.asarray(batch.inputs)[..., 0]
+        markers = np.asarray(batch.inputs)[..., 1] if config.task == "adding" else None
+        paths.append(used_samples(os.path.join(workdir, "used_samples.png"), values, u, markers))
+    if config.task == "mnist":
+        paths.append(used_pixels(os.path.join(workdir, "used_pixels.png"),
+                                 np.asarray(batch.inputs)[..., 0], u))
+    return paths
+
+
+def used_samples(path: str, values: np.ndarray, u: np.ndarray, markers=None) -> str:
+    """Fig. 2: each sequence's values over time, red where used and blue where skipped."""
+    fig, axes = plt.subplots(len(values), 1, figsize=(8, 1.6 * len(values)), squeeze=False)
+    for ax, v, used, m in zip(axes[:, 0], values, u, markers if markers is not None
+                              else [None] * len(values), strict=True):
+        t = np.arange(len(v))
+        ax.plot(t, v, color="0.8", lw=0.8, zorder=1)
+        ax.scatter(t[used > 0], v[used > 0], c="red", s=10, label="used", zorder=2)
+        ax.scatter(t[used == 0], v[used == 0], c="blue", s=10, label="skipped", zorder=2)
+        if m is not None:
+            for position in np.flatnonzero(m):
+                ax.axvline(position, color="k", ls=":", lw=0.8)
+        ax.set_ylabel(f"{int(used.sum())}/{len(v)}")
+    axes[0, 0].legend(loc="upper right", fontsize=7)
+    axes[-1, 0].set_xlabel("time step")
+    return _save(fig, path)
+
+
+def used_pixels(path: str, pixels: np.ndarray, u: np.ndarray) -> str:
+    """Fig. 4: 28x28 digits; used pixels red, skipped blue, brightness = intensity."""
+    fig, axes = plt.subplots(1, len(pixels), figsize=(2 * len(pixels), 2.2), squeeze=False)
+    for ax, p, used in zip(axes[0], pixels, u, strict=True):
+        side = int(round(np.sqrt(len(p))))
+        rgb = np.zeros((len(p), 3))
+        shade = 0.35 + 0.65 * p
+        rgb[used > 0, 0] = shade[used > 0]
+        rgb[used == 0, 2] = shade[used == 0]
+        ax.imshow(rgb.reshape(side, side, 3))
+        ax.set_title(f"{int(used.sum())} used", fontsize=8)
+        ax.axis("off")
+    return _save(fig, path)
+
+
+def updates_raster(path: str, u: np.ndarray, title: str) -> str:
+    fig, ax = plt.subplots(figsize=(8, 0.4 * len(u) + 1))
+    ax.imshow(u, aspect="auto", cmap="coolwarm", vmin=0, vmax=1, interpolation="nearest")
+    ax.set_xlabel("time step")
+    ax.set_ylabel("sequence")
+    ax.set_title(f"{title}: state updates (red) and skips (blue)")
+    return _save(fig, path)
+
+
+def _save(fig, path: str) -> str:
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
