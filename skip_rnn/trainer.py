@@ -128,7 +128,7 @@ def make_steps(cell: Cell, config: ml_collections.ConfigDict, task: TaskData, me
             "metric": jnp.mean(per_example_metrics(predictions, batch.targets, regression)
                                ["metric"]),
             "updates": jnp.mean(jnp.sum(out.u, axis=1)),
-            "grad_norm": optax.global_norm(grads),
+            "grad_norm": optax.tree.norm(grads),
         }
         new_state = TrainState(state.step + 1, optax.apply_updates(state.params, updates),
                                opt_state)
@@ -245,6 +245,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     Returns the final results (also written to ``workdir/results.json``): validation and test
     metrics at the best validation step, wall-clock time, and when the task was first solved.
     """
+    workdir = os.path.abspath(workdir)  # orbax needs absolute paths
     mesh = Mesh(np.array(jax.devices()), ("batch",))
     check_config(config, mesh.size)
     _check_workdir(workdir)

@@ -1,0 +1,138 @@
+"""End-to-end training on every config with tiny sizes and test-made data."""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import subprocess
+import sys
+import time
+
+import jax
+import numpy as np
+import pytest
+
+from skip_rnn import trainer
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def tiny_config(name: str, **data):
+    config = importlib.import_module(f"configs.{name}").get_config()
+    config.model.hidden_size = 4
+    config.batch_size = 8
+    config.eval_batch_size = 8
+    config.num_train_steps = 2
+    config.num_epochs = 0
+    config.eval_every = 2
+    config.checkpoint_every = 2
+    config.log_every = 1
+    config.num_figure_examples = 2
+    sizes = {"adding": {"seq_length": 10, "num_eval": 12},
+             "frequency": {"duration_ms": 20.0, "num_eval": 12},
+             "imdb": {"seq_length": 12, "vocab_size": 50},
+             "ucf101": {"seq_length": 10}}
+    for key, value in {**sizes.get(name, {}), **data}.items():
+        config.data[key] = value
+    if name == "imdb":
+        config.model.embedding_size = 6
+    return config
+
+
+def _leaves(workdir, which="latest"):
+    """The parameters saved in a workdir's checkpoint, as NumPy leaves."""
+    checkpoints = trainer.Checkpoints(workdir)
+    manager = getattr(checkpoints, which)
+    restored = manager.restore(manager.latest_step())
+    checkpoints.close()
+    return jax.tree.leaves(restored["state"]["params"])
+
+
+@pytest.mark.parametrize("name", ["adding", "frequency", "mnist", "imdb", "ucf101"])
+def test_every_config_trains_end_to_end(name, tmp_path, mnist_dir, imdb_csv, ucf_dir):
+    data = {"mnist": {"dir": mnist_dir}, "imdb": {"dir": imdb_csv},
+            "ucf101": {"dir": ucf_dir}}.get(name, {})
+    config = tiny_config(name, **data)
+    if name == "ucf101":
+        config.model.num_layers = 2
+    results = trainer.train_and_evaluate(config, str(tmp_path))
+    assert results["steps"] == 2
+    best = results["best"]
+    assert set(best) == {"step", "validation", "test"}
+    assert 0 < best["test"]["updates_percent"] <= 100
+    lines = [json.loads(line) for line in open(tmp_path / "metrics.jsonl")]
+    assert {line["split"] for line in lines} == {"train", "validation", "test"}
+    assert os.path.isfile(tmp_path / "updates.png")
+    assert os.path.isfile(tmp_path / "results.json")
+    if name in ("adding", "frequency"):
+        assert os.path.isfile(tmp_path / "used_samples.png")
+        assert "solved" in best["validation"]
+    if name == "mnist":
+        assert os.path.isfile(tmp_path / "used_pixels.png")
+    task = trainer.data.load(config)
+    initial = trainer.models.init_params(jax.random.key(config.seed),
+                                         trainer.models.make_cell(config.model),
+                                         task.input_size, task.num_outputs, task.embedding)
+    for before, after in zip(jax.tree.leaves(initial), _leaves(tmp_path), strict=True):
+        assert np.any(before != after), "every parameter leaf changes in training"
+
+
+def test_resumed_run_equals_uninterrupted_run(tmp_path):
+    config = tiny_config("adding")
+    config.num_train_steps = 4
+    trainer.train_and_evaluate(config, str(tmp_path / "straight"))
+    config.num_train_steps = 2  # "killed" after its step-2 checkpoint ...
+    trainer.train_and_evaluate(config, str(tmp_path / "resumed"))
+    config.num_train_steps = 4  # ... and restarted with the full command
+    results = trainer.train_and_evaluate(config, str(tmp_path / "resumed"))
+    assert results["steps"] == 4
+    for a, b in zip(_leaves(tmp_path / "straight"), _leaves(tmp_path / "resumed"), strict=True):
+        np.testing.assert_array_equal(a, b)
+    lines = [json.loads(x) for x in open(tmp_path / "resumed" / "metrics.jsonl")]
+    assert [x["step"] for x in lines if x["split"] == "train"] == [1, 2, 3, 4]
+
+
+_FOUR_DEVICES = """
+import json, os, sys
+sys.path.insert(0, {root!r})
+from tests.test_training import tiny_config
+from skip_rnn import trainer
+import jax
+config = tiny_config("adding")
+config.num_train_steps = 3
+config.eval_every = 3
+r = trainer.train_and_evaluate(config, {workdir!r})
+print(json.dumps({{"devices": jax.device_count(), "best": r["best"]}}))
+"""
+
+
+def test_four_device_data_parallel_run_equals_one_device_run(tmp_path):
+    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=4",
+           "JAX_PLATFORMS": "cpu"}
+    script = _FOUR_DEVICES.format(root=ROOT, workdir=str(tmp_path / "four"))
+    result = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True,
+                            text=True, timeout=300, check=True)
+    four = json.loads(result.stdout.strip().splitlines()[-1])
+    assert four["devices"] == 4
+    config = tiny_config("adding")
+    config.num_train_steps = 3
+    config.eval_every = 3
+    one = trainer.train_and_evaluate(config, str(tmp_path / "one"))["best"]
+    for split in ("validation", "test"):
+        for key, value in one[split].items():
+            np.testing.assert_allclose(four["best"][split][key], value, rtol=1e-5, atol=1e-7,
+                                       err_msg=f"{split}/{key}")
+
+
+def test_missing_dataset_fails_fast_with_how_to(tmp_path):
+    for name, data, match in [
+        ("mnist", {"dir": str(tmp_path / "nowhere")}, "MNIST IDX files"),
+        ("mnist", {"source": "tfds", "dir": str(tmp_path)}, "not prepared"),
+        ("imdb", {"dir": str(tmp_path / "none.csv")}, "text,label"),
+        ("ucf101", {"dir": str(tmp_path)}, "classInd.txt"),
+    ]:
+        start = time.time()
+        with pytest.raises(ValueError, match=match):
+            trainer.train_and_evaluate(tiny_config(name, **data), str(tmp_path / "work"))
+        assert time.time() - start < 5
