@@ -150,9 +150,9 @@ def evaluate(eval_step, params: Params, eval_set, batch_size: int, shard, task: 
     """Loss, task metric and state updates (mean, std, % of the steps) over a held-out set."""
     values: dict[str, list] = {}
     steps = 0
-    for start in range(0, len(eval_set), batch_size):
+    for start in range(0, eval_set.num_examples, batch_size):
         batch = eval_set.slice(start, start + batch_size)
-        n = len(batch)
+        n = batch.num_examples
         padded = Batch(*(None if a is None else _pad(a, batch_size) for a in batch))
         per_example, _ = eval_step(params, shard(padded))
         for k, v in per_example.items():
@@ -252,77 +252,108 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     task = data.load(config)
     cell = models.make_cell(config.model)
     tx, train_step, eval_step = make_steps(cell, config, task, mesh)
-    total_steps = num_train_steps(config, task)
-
     replicated = NamedSharding(mesh, PartitionSpec())
     batch_sharding = NamedSharding(mesh, PartitionSpec("batch"))
 
     def shard(batch: Batch) -> Batch:
         return Batch(*(None if a is None else jax.device_put(a, batch_sharding) for a in batch))
 
+    def train_step_at(state: TrainState, step: int):
+        return train_step(state, shard(task.train_batch(step)))
+
+    def evaluate_split(params: Params, split: str) -> dict:
+        return evaluate(eval_step, params, task.eval_sets[split], config.eval_batch_size,
+                        shard, task)
+
     params = models.init_params(jax.random.key(config.seed), cell, task.input_size,
                                 task.num_outputs, task.embedding)
-    state = jax.device_put(TrainState(jnp.zeros((), jnp.int32), params, tx.init(params)),
-                           replicated)
+    state = TrainState(jnp.zeros((), jnp.int32), params, tx.init(params))
     checkpoints = Checkpoints(workdir)
-    restored = checkpoints.restore_latest(state)
     meta = {"best": None, "solved_step": None, "solved_seconds": None, "seconds": 0.0}
+    try:
+        restored = checkpoints.restore_latest(state)
+    except ValueError:
+        checkpoints.close()
+        raise
     if restored is not None:
-        state, meta = jax.device_put(restored[0], replicated), restored[1]
+        state, meta = restored
         print(f"Resuming {workdir} from step {int(state.step)}.")
-    writer = MetricWriter(workdir)
-    lower_is_better = task.num_outputs == 1
-    start_time = time.time() - meta["seconds"]
-    progress = tqdm.tqdm(total=total_steps, initial=int(state.step), desc=config.task,
-                         dynamic_ncols=True, mininterval=5.0)
-    step = int(state.step)
-    while step < total_steps:
-        state, metrics = train_step(state, shard(task.train_batch(step)))
-        step += 1
-        loss = float(metrics["loss"])
-        if not math.isfinite(loss) or not math.isfinite(float(metrics["grad_norm"])):
-            raise FloatingPointError(
-                f"Non-finite loss ({loss}) or gradient norm ({float(metrics['grad_norm'])}) at "
-                f"step {step}; stopping. The last good checkpoint in {workdir}/latest is kept."
-            )
-        if step % config.log_every == 0:
-            writer.write(step, "train", {k: float(v) for k, v in metrics.items()})
-            progress.set_postfix(loss=f"{loss:.4g}", metric=f"{float(metrics['metric']):.4g}",
-                                 updates=f"{float(metrics['updates']):.1f}")
-        progress.update(1)
-        done = step == total_steps
-        if step % config.eval_every == 0 or done:
-            validation = evaluate(eval_step, state.params, task.eval_sets["validation"],
-                                  config.eval_batch_size, shard, task)
-            writer.write(step, "validation", validation)
-            progress.write(f"step {step}: validation {_summary(validation)}")
-            best = meta["best"]
-            if best is None or (validation["metric"] < best["validation"]["metric"]
-                                if lower_is_better
-                                else validation["metric"] > best["validation"]["metric"]):
-                test = evaluate(eval_step, state.params, task.eval_sets["test"],
-                                config.eval_batch_size, shard, task)
-                writer.write(step, "test", test)
-                meta["best"] = {"step": step, "validation": validation, "test": test}
-                checkpoints.save(checkpoints.best, state, meta)
-            if validation.get("solved") and meta["solved_step"] is None:
-                meta["solved_step"], meta["solved_seconds"] = step, time.time() - start_time
-                progress.write(f"Solved at step {step} after {meta['solved_seconds']:.0f} s.")
-            done = done or (config.stop_when_solved and bool(validation.get("solved")))
-        if step % config.checkpoint_every == 0 or done:
-            meta["seconds"] = time.time() - start_time
-            checkpoints.save(checkpoints.latest, state, meta)
-        if done:
-            break
-    progress.close()
-    checkpoints.close()
-    writer.close()
-    results = {"config": config.to_dict(), "steps": step, **meta,
-               "seconds": time.time() - start_time}
+    writer = MetricWriter(workdir)  # only now: a refused resume leaves the workdir as it was
+    try:  # closing waits for pending asynchronous saves: the last good checkpoint lands
+        loop = _TrainLoop(config, task, checkpoints, writer, evaluate_split, meta)
+        state = loop.run(jax.device_put(state, replicated), train_step_at,
+                         num_train_steps(config, task))
+    finally:
+        checkpoints.close()
+        writer.close()
+    results = {"config": config.to_dict(), "steps": int(state.step), **loop.meta}
     with open(os.path.join(workdir, "results.json"), "w") as f:
         json.dump(results, f, indent=2, default=str)
     figures.write_all(workdir, config, task, cell, state.params)
     return results
+
+
+class _TrainLoop:
+    """The training loop's bookkeeping: logging, evaluation, best/latest checkpoints."""
+
+    def __init__(self, config, task: TaskData, checkpoints: Checkpoints, writer: MetricWriter,
+                 evaluate_split, meta: dict):
+        self.config, self.task, self.checkpoints, self.writer = config, task, checkpoints, writer
+        self.evaluate_split, self.meta = evaluate_split, meta
+        self.start_time = time.time() - meta["seconds"]
+
+    def run(self, state: TrainState, train_step, total_steps: int) -> TrainState:
+        config = self.config
+        step = int(state.step)
+        progress = tqdm.tqdm(total=total_steps, initial=step, desc=config.task,
+                             dynamic_ncols=True, mininterval=5.0)
+        while step < total_steps:
+            state, metrics = train_step(state, step)
+            step += 1
+            metrics = {k: float(v) for k, v in metrics.items()}
+            if not (math.isfinite(metrics["loss"]) and math.isfinite(metrics["grad_norm"])):
+                raise FloatingPointError(
+                    f"Non-finite loss ({metrics['loss']}) or gradient norm "
+                    f"({metrics['grad_norm']}) at step {step}; stopping. The last good "
+                    f"checkpoint in {self.checkpoints.latest.directory} is kept."
+                )
+            progress.update(1)
+            if step % config.log_every == 0:
+                self.writer.write(step, "train", metrics)
+                progress.set_postfix(loss=f"{metrics['loss']:.4g}",
+                                     metric=f"{metrics['metric']:.4g}",
+                                     updates=f"{metrics['updates']:.1f}")
+            done = step == total_steps
+            if step % config.eval_every == 0 or done:
+                solved = self.validate(state, step, progress)
+                done = done or (config.stop_when_solved and solved)
+            if step % config.checkpoint_every == 0 or done:
+                self.meta["seconds"] = time.time() - self.start_time
+                self.checkpoints.save(self.checkpoints.latest, state, self.meta)
+            if done:
+                break
+        progress.close()
+        self.meta["seconds"] = time.time() - self.start_time
+        return state
+
+    def validate(self, state: TrainState, step: int, progress) -> bool:
+        """Evaluates on validation (and on test when validation improves); True if solved."""
+        validation = self.evaluate_split(state.params, "validation")
+        self.writer.write(step, "validation", validation)
+        progress.write(f"step {step}: validation {_summary(validation)}")
+        best = self.meta["best"]
+        sign = -1.0 if self.task.num_outputs == 1 else 1.0  # MSE: lower is better
+        if best is None or sign * validation["metric"] > sign * best["validation"]["metric"]:
+            test = self.evaluate_split(state.params, "test")
+            self.writer.write(step, "test", test)
+            self.meta["best"] = {"step": step, "validation": validation, "test": test}
+            self.checkpoints.save(self.checkpoints.best, state, self.meta)
+        solved = bool(validation.get("solved"))
+        if solved and self.meta["solved_step"] is None:
+            self.meta["solved_step"] = step
+            self.meta["solved_seconds"] = time.time() - self.start_time
+            progress.write(f"Solved at step {step} after {self.meta['solved_seconds']:.0f} s.")
+        return solved
 
 
 def _summary(metrics: dict) -> str:

@@ -56,7 +56,8 @@ def test_epoch_batches_visit_each_example_once_per_epoch():
 def test_mnist_split_and_scale(mnist_dir):
     config = tiny_config("mnist", dir=mnist_dir)
     task = mnist.load(config)
-    assert len(task.eval_sets["validation"]) == 4 and len(task.eval_sets["test"]) == 10
+    assert task.eval_sets["validation"].num_examples == 4
+    assert task.eval_sets["test"].num_examples == 10
     x = task.train_batch(0).inputs
     assert x.shape == (8, 784, 1) and 0.0 <= x.min() and x.max() <= 1.0
 
@@ -79,7 +80,7 @@ def test_idx_reader_refuses_bad_magic_and_truncated_files(tmp_path):
 def test_imdb_tokens_padding_and_lengths(imdb_csv, tmp_path):
     assert imdb.tokenize("It's GOOD!<br />Bad.") == ["it's", "good", "bad"]
     task = imdb.load(tiny_config("imdb", dir=imdb_csv))
-    sizes = [len(task.eval_sets[s]) for s in ("validation", "test")]
+    sizes = [task.eval_sets[s].num_examples for s in ("validation", "test")]
     assert sizes == [6, 6] and task.tokens and task.embedding.shape[1] == 6
     batch = task.train_batch(0)
     assert batch.inputs.shape == (8, 12)

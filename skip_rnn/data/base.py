@@ -29,7 +29,8 @@ class Batch(NamedTuple):
     targets: np.ndarray
     lengths: np.ndarray | None = None
 
-    def __len__(self) -> int:  # the batch size, not the tuple's
+    @property
+    def num_examples(self) -> int:
         return len(self.targets)
 
     def slice(self, start: int, stop: int) -> Batch:
@@ -76,16 +77,16 @@ def load(config: ml_collections.ConfigDict) -> TaskData:
 def epoch_batches(data: Batch, batch_size: int, seed: int) -> tuple[Callable[[int], Batch], int]:
     """``train_batch(step)`` over a fixed training set, reshuffled each epoch (drop remainder).
 
-    ``data`` is a :class:`Batch` or anything with ``len()`` and ``take(index)`` (lazy sets).
+    ``data`` is a :class:`Batch` or anything with ``num_examples`` and ``take(index)`` (lazy sets).
     """
-    steps_per_epoch = len(data) // batch_size
+    steps_per_epoch = data.num_examples // batch_size
     if steps_per_epoch == 0:
-        raise ValueError(f"config.batch_size={batch_size} exceeds the {len(data)} training "
+        raise ValueError(f"config.batch_size={batch_size} exceeds the {data.num_examples} training "
                          "examples.")
 
     @functools.lru_cache(maxsize=1)
     def order(epoch: int) -> np.ndarray:
-        return np.random.default_rng([seed, epoch]).permutation(len(data))
+        return np.random.default_rng([seed, epoch]).permutation(data.num_examples)
 
     def train_batch(step: int) -> Batch:
         epoch, index = divmod(step, steps_per_epoch)

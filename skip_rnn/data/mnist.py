@@ -53,12 +53,12 @@ def load(config: ml_collections.ConfigDict) -> TaskData:
             tfds_arrays("mnist", split, d.dir, d.download) for split in ("train", "test")))
     else:
         raise ValueError(f"config.data.source must be 'idx' or 'tfds', got {d.source!r}.")
-    num_train = len(train) - min(NUM_VALIDATION, len(train) // 10)
+    num_train = train.num_examples - min(NUM_VALIDATION, train.num_examples // 10)
     train_batch, steps_per_epoch = epoch_batches(train.slice(0, num_train), config.batch_size,
                                                  config.seed)
     return TaskData(
         train_batch=train_batch,
-        eval_sets={"validation": train.slice(num_train, len(train)), "test": test},
+        eval_sets={"validation": train.slice(num_train, train.num_examples), "test": test},
         input_size=1,
         num_outputs=10,
         steps_per_epoch=steps_per_epoch,

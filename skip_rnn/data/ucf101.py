@@ -28,12 +28,13 @@ HOW_TO = "See the expected layout in skip_rnn/data/ucf101.py (or the README's UC
 
 
 class Videos:
-    """Videos read lazily: ``len()``, ``slice(start, stop)`` and ``take(index)`` give a Batch."""
+    """Videos read lazily from disk; ``slice(start, stop)`` and ``take(index)`` give a Batch."""
 
     def __init__(self, paths: list[str], labels: np.ndarray, seq_length: int):
         self.paths, self.labels, self.seq_length = paths, labels, seq_length
 
-    def __len__(self) -> int:
+    @property
+    def num_examples(self) -> int:
         return len(self.paths)
 
     def take(self, index) -> Batch:
@@ -47,7 +48,7 @@ class Videos:
         return Batch(inputs, self.labels[index], lengths)
 
     def slice(self, start: int, stop: int) -> Batch:
-        return self.take(np.arange(start, min(stop, len(self))))
+        return self.take(np.arange(start, min(stop, self.num_examples)))
 
     def _read(self, path: str) -> np.ndarray:
         try:

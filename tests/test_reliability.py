@@ -1,0 +1,152 @@
+"""Failure behaviour: bad input is refused up front, NaN stops loudly, kills resume exactly."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from skip_rnn import trainer
+from tests.test_training import ROOT, _leaves, tiny_config
+
+TINY_FLAGS = [
+    "--config.model.hidden_size=4", "--config.batch_size=8", "--config.eval_batch_size=8",
+    "--config.data.seq_length=10", "--config.data.num_eval=8", "--config.log_every=1",
+    "--config.num_figure_examples=0",
+]
+
+
+def _tree_digest(directory) -> str:
+    digest = hashlib.sha256()
+    for root, _, files in sorted(os.walk(directory)):
+        for name in sorted(files):
+            path = os.path.join(root, name)
+            digest.update(path.encode())
+            digest.update(open(path, "rb").read())
+    return digest.hexdigest()
+
+
+@pytest.fixture(scope="module")
+def trained_workdir(tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("trained")
+    trainer.train_and_evaluate(tiny_config("adding"), str(workdir))
+    return workdir
+
+
+def _set(config, field, value):
+    *parents, last = field.split(".")
+    for p in parents:
+        config = config[p]
+    config[last] = value
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("cost_per_sample", -1e-4, "config.cost_per_sample=-0.0001 is invalid: must be >= 0"),
+    ("batch_size", 0, "config.batch_size=0 is invalid"),
+    ("data.seq_length", 0, "config.data.seq_length=0 is invalid"),
+    ("model.hidden_size", -3, "config.model.hidden_size=-3 is invalid"),
+    ("model.cell", "skip_rnn", "config.model.cell='skip_rnn' is invalid: must be one of"),
+    ("task", "addition", "config.task='addition' is invalid: must be one of"),
+    ("budget_loss", "l3", "config.budget_loss='l3' is invalid"),
+    ("model.binarize", "sample", "config.model.binarize='sample' is invalid"),
+    ("model.hidden_size", 5, "different model"),
+])
+def test_bad_config_is_refused_and_checkpoints_are_untouched(trained_workdir, field, value,
+                                                             message):
+    config = tiny_config("adding")
+    _set(config, field, value)
+    before = _tree_digest(trained_workdir)
+    start = time.time()
+    with pytest.raises(ValueError, match=message.replace("(", r"\(")):
+        trainer.train_and_evaluate(config, str(trained_workdir))
+    assert time.time() - start < 10
+    assert _tree_digest(trained_workdir) == before
+
+
+def test_batch_not_divisible_by_devices_is_refused():
+    config = tiny_config("adding")
+    config.batch_size = 6
+    with pytest.raises(ValueError, match="batch_size=6 is invalid: must be > 0 and divisible by "
+                                         "the 4 devices"):
+        trainer.check_config(config, num_devices=4)
+
+
+def test_unknown_config_key_is_refused_by_the_command_line(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "train.py", "--config=configs/adding.py", f"--workdir={tmp_path}",
+         "--config.model.hiden_size=8"], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert result.returncode != 0
+    assert "hiden_size" in result.stderr
+    assert not os.listdir(tmp_path)
+
+
+def test_unwritable_workdir_fails_at_start_up(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    with pytest.raises(OSError, match="not writable"):
+        trainer.train_and_evaluate(tiny_config("adding"), str(blocker / "workdir"))
+
+
+def test_non_finite_loss_stops_at_its_step_and_keeps_last_checkpoint(tmp_path, monkeypatch):
+    config = tiny_config("adding")
+    config.num_train_steps = 6
+    load = trainer.data.load
+
+    def poisoned(config):
+        task = load(config)
+        def train_batch(step):
+            batch = task.train_batch(step)
+            return batch._replace(targets=batch.targets * np.nan) if step == 4 else batch
+        return task._replace(train_batch=train_batch)
+
+    monkeypatch.setattr(trainer.data, "load", poisoned)
+    with pytest.raises(FloatingPointError, match="at step 5"):
+        trainer.train_and_evaluate(config, str(tmp_path))
+    checkpoints = trainer.Checkpoints(str(tmp_path))
+    assert checkpoints.latest.latest_step() == 4
+    checkpoints.close()
+    assert all(np.all(np.isfinite(leaf)) for leaf in _leaves(tmp_path))
+
+
+def test_same_command_twice_gives_identical_metrics(tmp_path):
+    for run in ("a", "b"):
+        trainer.train_and_evaluate(tiny_config("frequency"), str(tmp_path / run))
+    a, b = (open(tmp_path / run / "metrics.jsonl").read() for run in ("a", "b"))
+    assert a == b and len(a.splitlines()) > 3
+
+
+def _train(workdir, steps: int) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "train.py", "--config=configs/adding.py", f"--workdir={workdir}",
+         f"--config.num_train_steps={steps}", "--config.checkpoint_every=3",
+         "--config.eval_every=1000", *TINY_FLAGS],
+        cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+
+def test_sigkilled_run_resumes_bit_identically(tmp_path):
+    steps = 400
+    straight = _train(tmp_path / "straight", steps)
+    killed = _train(tmp_path / "killed", steps)
+    latest = tmp_path / "killed" / "latest"
+    deadline = time.time() + 120
+    while time.time() < deadline:  # kill it somewhere in the middle of training
+        done = [d for d in (os.listdir(latest) if latest.exists() else []) if d.isdigit()]
+        if done and int(done[0]) >= 30:
+            break
+        time.sleep(0.05)
+    killed.send_signal(signal.SIGKILL)
+    killed.wait()
+    assert straight.wait(timeout=300) == 0, straight.stderr.read()
+    lines = [json.loads(x) for x in open(tmp_path / "killed" / "metrics.jsonl")]
+    assert lines[-1]["step"] < steps, "the kill must land before the end"
+    resumed = _train(tmp_path / "killed", steps)
+    assert resumed.wait(timeout=300) == 0, resumed.stderr.read()
+    for a, b in zip(_leaves(tmp_path / "straight"), _leaves(tmp_path / "killed"), strict=True):
+        np.testing.assert_array_equal(a, b)
