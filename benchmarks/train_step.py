@@ -1,0 +1,136 @@
+"""Training-step speed: our cells vs Flax's own, side by side in one process.
+
+One jitted step = ``value_and_grad`` of the loss (mean squared last output, plus the budget
+loss for skip cells) and the Optax clip + Adam update. For each shape, every model is compiled
+and warmed up, then the models are timed in alternation, ``--repeats`` rounds; medians quoted.
+
+FLOPs per step (matrix products only; backward = 2x forward), summed over layers ``l`` with
+input size ``F_l`` (``F`` for the first layer, ``H`` above) and ``G`` gates (LSTM 4, GRU 3):
+``3 · T · 2 · B · (F_l + H) · G·H``.
+
+    python benchmarks/train_step.py [--shapes=adding,smnist,imdb,ucf101] [--repeats=5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import time
+from collections.abc import Callable
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+import skip_rnn as sr
+
+# name: (B, T, F, H, layers); UCF-101 at B=32: B=256 takes ~20 s a step on 2 cores.
+SHAPES = {
+    "adding": (256, 50, 2, 110, 1),
+    "smnist": (256, 784, 1, 110, 1),
+    "imdb": (256, 400, 300, 128, 1),
+    "ucf101": (32, 250, 2048, 512, 2),
+}
+
+
+def ours(kind: str, hidden: int, layers: int, skip: bool):
+    """(init, loss) for our cell; ``layers > 1`` stacks, the gate reading the top layer."""
+    factory = {"lstm": sr.lstm, "gru": sr.gru}[kind]
+    cell = factory(hidden) if layers == 1 else sr.stack([factory(hidden) for _ in range(layers)])
+    cell = sr.skip(cell) if skip else cell
+
+    def loss(params, xs):
+        final_state, out = sr.unroll(cell, params, xs)
+        task = jnp.mean(jnp.square(cell.output(final_state)))
+        return task + (sr.budget_loss(out.u, 1e-4) if skip else 0.0)
+
+    return lambda key, xs: cell.init(key, xs.shape[-1]), loss
+
+
+def flax_reference(kind: str, hidden: int, layers: int):
+    """(init, loss) for Flax's ``nn.RNN(OptimizedLSTMCell | GRUCell)``, stacked ``layers``."""
+    cell_type = {"lstm": nn.OptimizedLSTMCell, "gru": nn.GRUCell}[kind]
+    model = nn.Sequential([nn.RNN(cell_type(hidden)) for _ in range(layers)])
+
+    def loss(params, xs):
+        return jnp.mean(jnp.square(model.apply(params, xs)[:, -1]))
+
+    return model.init, loss
+
+
+def flops(B: int, T: int, F: int, H: int, layers: int, gates: int) -> float:
+    return sum(3 * T * 2 * B * ((F if i == 0 else H) + H) * gates * H for i in range(layers))
+
+
+def train_step_fn(loss: Callable, tx: optax.GradientTransformation):
+    @jax.jit
+    def step(params, opt_state, xs):
+        value, grads = jax.value_and_grad(loss)(params, xs)
+        updates, opt_state = tx.update(grads, opt_state, params)
+        return optax.apply_updates(params, updates), opt_state, value
+
+    return step
+
+
+def models(H: int, layers: int) -> dict:
+    stack = "2-layer " if layers > 1 else ""
+    rows = {
+        f"ours {stack}lstm": (ours("lstm", H, layers, False), "lstm"),
+        f"ours {stack}skip(lstm)": (ours("lstm", H, layers, True), "lstm"),
+        f"flax {stack}OptimizedLSTMCell": (flax_reference("lstm", H, layers), "lstm"),
+        f"ours {stack}gru": (ours("gru", H, layers, False), "gru"),
+        f"ours {stack}skip(gru)": (ours("gru", H, layers, True), "gru"),
+        f"flax {stack}GRUCell": (flax_reference("gru", H, layers), "gru"),
+    }
+    if layers == 1:
+        rows["ours 2-layer skip(stack lstm)"] = (ours("lstm", H, 2, True), "lstm2")
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--shapes", default=",".join(SHAPES))
+    parser.add_argument("--repeats", type=int, default=5)
+    args = parser.parse_args()
+    tx = optax.chain(optax.clip_by_global_norm(1.0), optax.adam(1e-4))
+    print(f"# {platform.machine()}, {jax.devices()[0].device_kind}, jax {jax.__version__}")
+    print("| shape (B, T, F, H) | model | ms / step | vs Flax | compile s | temp MB | GFLOP/s |")
+    print("|---|---|---|---|---|---|---|")
+    for shape in args.shapes.split(","):
+        B, T, F, H, layers = SHAPES[shape]
+        xs = jax.random.normal(jax.random.key(0), (B, T, F))
+        compiled, stats = {}, {}
+        for name, ((init, loss), kind) in models(H, layers).items():
+            params = init(jax.random.key(1), xs)
+            opt_state = tx.init(params)
+            start = time.perf_counter()
+            lowered = train_step_fn(loss, tx).lower(params, opt_state, xs)
+            executable = lowered.compile()
+            compile_s = time.perf_counter() - start
+            memory = executable.memory_analysis()
+            temp_mb = memory.temp_size_in_bytes / 2**20 if memory is not None else float("nan")
+            jax.block_until_ready(executable(params, opt_state, xs))  # warm-up
+            n_layers, gates = (2, 4) if kind == "lstm2" else (layers, 4 if kind == "lstm" else 3)
+            compiled[name] = (executable, params, opt_state)
+            stats[name] = {"compile": compile_s, "temp": temp_mb, "times": [],
+                           "flops": flops(B, T, F, H, n_layers, gates)}
+        for _ in range(args.repeats):  # alternate the models
+            for name, (executable, params, opt_state) in compiled.items():
+                start = time.perf_counter()
+                jax.block_until_ready(executable(params, opt_state, xs))
+                stats[name]["times"].append(time.perf_counter() - start)
+        medians = {name: float(np.median(s["times"])) for name, s in stats.items()}
+        for name, s in stats.items():
+            kind = "GRUCell" if "gru" in name.lower() else "OptimizedLSTMCell"
+            reference = next(n for n in medians if n.startswith("flax") and kind in n)
+            same_depth = ("2-layer" in name) == ("2-layer" in reference)
+            ratio = f"{medians[name] / medians[reference]:.2f}" if same_depth else "n/a"
+            print(f"| {shape} ({B}, {T}, {F}, {H}{'x2' if layers > 1 else ''}) | {name} "
+                  f"| {1e3 * medians[name]:.1f} | {ratio} | {s['compile']:.2f} "
+                  f"| {s['temp']:.0f} | {s['flops'] / medians[name] / 1e9:.0f} |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
