@@ -22,6 +22,9 @@ def base_config(task: str) -> ml_collections.ConfigDict:
     config.model.dropout = 0.0  # on the last state, before the classifier
 
     config.cost_per_sample = 0.0  # λ of the budget loss
+    config.costs_per_sample = ()  # a population over several λ (overrides cost_per_sample)
+    config.num_seeds = 1  # a population over seeds config.seed, config.seed + 1, ...
+    config.same_data = False  # population members share config.seed's data stream
     config.budget_loss = "cost_per_sample"  # cost_per_sample | l1 | l2 | time_weighted
     config.target_updates = 0.0  # for the l1 / l2 budget losses
 

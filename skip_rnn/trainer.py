@@ -1,10 +1,13 @@
 """Training and evaluation for every experiment of the paper (§4): ``train_and_evaluate``.
 
-One jitted train step (task loss + budget loss, ``value_and_grad``, Optax clip + Adam) and one
-jitted eval step. The batch is sharded over all local devices with ``jax.sharding`` (a mesh
-over the batch axis; parameters replicated). The workdir holds orbax checkpoints (``latest/``,
-``best/``), ``metrics.jsonl``, TensorBoard events, ``results.json`` and figures; rerunning the
-same command resumes from ``latest/``.
+A run trains a *population*: ``num_seeds`` seeds x the budgets in ``costs_per_sample`` (or
+the one ``cost_per_sample``), all in one jitted train step, ``jax.vmap`` over the member axis
+of parameters, optimizer state, RNG and λ. A single model is a population of one. The step is
+``value_and_grad`` of task loss + budget loss with Optax clip + Adam; the eval step is jitted
+too. The batch is sharded over all local devices with ``jax.sharding`` (a mesh over the batch
+axis; parameters replicated). The workdir holds orbax checkpoints (``latest/`` to resume,
+``best/`` with each member's best-validation parameters), ``metrics.jsonl``, TensorBoard
+events, ``results.json`` and figures; rerunning the same command resumes from ``latest/``.
 """
 
 from __future__ import annotations
@@ -33,9 +36,24 @@ BUDGET_LOSSES = ("cost_per_sample", "l1", "l2", "time_weighted")
 
 
 class TrainState(NamedTuple):
+    """``step`` (shared); ``params`` and ``opt_state`` with a leading member axis ``[M, ...]``."""
+
     step: Array
     params: Params
     opt_state: optax.OptState
+
+
+class Member(NamedTuple):
+    """One model of a population: its seed (initialisation, data order, dropout) and λ."""
+
+    seed: int
+    cost_per_sample: float
+
+
+def population(config: ml_collections.ConfigDict) -> list[Member]:
+    """Members: every λ of ``costs_per_sample`` (default ``(cost_per_sample,)``) x seeds."""
+    costs = tuple(config.costs_per_sample) or (config.cost_per_sample,)
+    return [Member(config.seed + i, float(c)) for c in costs for i in range(config.num_seeds)]
 
 
 def check_config(config: ml_collections.ConfigDict, num_devices: int) -> None:
@@ -46,6 +64,8 @@ def check_config(config: ml_collections.ConfigDict, num_devices: int) -> None:
         ("model.binarize", config.model.binarize in ("round", "bernoulli"), "round | bernoulli"),
         ("budget_loss", config.budget_loss in BUDGET_LOSSES, f"one of {BUDGET_LOSSES}"),
         ("cost_per_sample", config.cost_per_sample >= 0, ">= 0"),
+        ("costs_per_sample", all(c >= 0 for c in config.costs_per_sample), "all >= 0"),
+        ("num_seeds", config.num_seeds > 0, "> 0"),
         ("learning_rate", config.learning_rate > 0, "> 0"),
         ("clip_norm", config.clip_norm > 0, "> 0"),
         ("model.hidden_size", config.model.hidden_size > 0, "> 0"),
@@ -81,9 +101,9 @@ def make_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransform
     )
 
 
-def budget_loss(u: Array, config: ml_collections.ConfigDict) -> Array:
-    """The configured budget loss of the update gates ``u`` ``[B, T]``."""
-    kind, lam = config.budget_loss, config.cost_per_sample
+def budget_loss(u: Array, config: ml_collections.ConfigDict, cost_per_sample: Array) -> Array:
+    """The configured budget loss of the update gates ``u`` ``[B, T]`` with λ."""
+    kind, lam = config.budget_loss, cost_per_sample
     if kind == "cost_per_sample":
         return budget.budget_loss(u, lam)
     if kind == "time_weighted":
@@ -101,75 +121,81 @@ def per_example_metrics(predictions: Array, targets: Array, regression: bool) ->
     return {"loss": loss, "metric": (jnp.argmax(predictions, -1) == targets).astype(jnp.float32)}
 
 
-def make_steps(cell: Cell, config: ml_collections.ConfigDict, task: TaskData, mesh: Mesh):
-    """The jitted ``train_step(state, batch)`` and ``eval_step(params, batch)``."""
+def make_steps(cell: Cell, config: ml_collections.ConfigDict, task: TaskData,
+               members: list[Member], mesh: Mesh):
+    """The jitted ``train_step(state, batch)`` (batch leaves ``[M, B, ...]``) and
+    ``eval_step(params, batch)`` (batch leaves ``[B, ...]``, shared by all members)."""
     tx = make_optimizer(config)
     regression = task.num_outputs == 1
-    base_key = jax.random.key(config.seed + 1)
+    seeds = jnp.asarray([m.seed for m in members])
+    costs = jnp.asarray([m.cost_per_sample for m in members])
     replicated = NamedSharding(mesh, PartitionSpec())
 
-    def loss_fn(params, batch: Batch, key):
+    def loss_fn(params, batch: Batch, key, cost_per_sample):
         predictions, out = models.apply(cell, params, batch.inputs, batch.lengths,
                                         dropout=config.model.dropout, key=key)
-        task_loss = jnp.mean(per_example_metrics(predictions, batch.targets, regression)["loss"])
-        budget_value = budget_loss(out.u, config)
-        return task_loss + budget_value, (task_loss, budget_value, predictions, out)
+        per_example = per_example_metrics(predictions, batch.targets, regression)
+        task_loss = jnp.mean(per_example["loss"])
+        budget_value = budget_loss(out.u, config, cost_per_sample)
+        return task_loss + budget_value, {
+            "task_loss": task_loss,
+            "budget_loss": budget_value,
+            "metric": jnp.mean(per_example["metric"]),
+            "updates": jnp.mean(jnp.sum(out.u, axis=1)),
+        }
+
+    def member_step(params, opt_state, batch: Batch, seed, cost_per_sample, step):
+        key = jax.random.fold_in(jax.random.key(seed + 1), step)
+        (loss, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+            params, batch, key, cost_per_sample)
+        updates, opt_state = tx.update(grads, opt_state, params)
+        metrics = {"loss": loss, **metrics, "grad_norm": optax.tree.norm(grads)}
+        return optax.apply_updates(params, updates), opt_state, metrics
 
     @functools.partial(jax.jit, out_shardings=(replicated, replicated))
     def train_step(state: TrainState, batch: Batch):
-        key = jax.random.fold_in(base_key, state.step)
-        (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params, batch, key)
-        task_loss, budget_value, predictions, out = aux
-        updates, opt_state = tx.update(grads, state.opt_state, state.params)
-        metrics = {
-            "loss": loss,
-            "task_loss": task_loss,
-            "budget_loss": budget_value,
-            "metric": jnp.mean(per_example_metrics(predictions, batch.targets, regression)
-                               ["metric"]),
-            "updates": jnp.mean(jnp.sum(out.u, axis=1)),
-            "grad_norm": optax.tree.norm(grads),
-        }
-        new_state = TrainState(state.step + 1, optax.apply_updates(state.params, updates),
-                               opt_state)
-        return new_state, metrics
+        params, opt_state, metrics = jax.vmap(member_step, in_axes=(0, 0, 0, 0, 0, None))(
+            state.params, state.opt_state, batch, seeds, costs, state.step)
+        return TrainState(state.step + 1, params, opt_state), metrics
 
-    @jax.jit
-    def eval_step(params: Params, batch: Batch):
+    def member_eval(params, batch: Batch):
         key = jax.random.key(config.seed + 2)  # only Bernoulli gates use it
         predictions, out = models.apply(cell, params, batch.inputs, batch.lengths,
                                         key=key if config.model.binarize == "bernoulli" else None)
         per_example = per_example_metrics(predictions, batch.targets, regression)
-        return {**per_example, "updates": jnp.sum(out.u, axis=1)}, out.u
+        return {**per_example, "updates": jnp.sum(out.u, axis=1)}
 
+    eval_step = jax.jit(jax.vmap(member_eval, in_axes=(0, None)))
     return tx, train_step, eval_step
 
 
 def evaluate(eval_step, params: Params, eval_set, batch_size: int, shard, task: TaskData
-             ) -> dict[str, float]:
-    """Loss, task metric and state updates (mean, std, % of the steps) over a held-out set."""
+             ) -> list[dict[str, float]]:
+    """Per member: loss, task metric, state updates (mean, std, % of steps) on a held-out set."""
     values: dict[str, list] = {}
     steps = 0
     for start in range(0, eval_set.num_examples, batch_size):
         batch = eval_set.slice(start, start + batch_size)
         n = batch.num_examples
         padded = Batch(*(None if a is None else _pad(a, batch_size) for a in batch))
-        per_example, _ = eval_step(params, shard(padded))
-        for k, v in per_example.items():
-            values.setdefault(k, []).append(np.asarray(v)[:n])
+        for k, v in eval_step(params, shard(padded)).items():
+            values.setdefault(k, []).append(np.asarray(v)[:, :n])
         lengths = batch.lengths if batch.lengths is not None else batch.inputs.shape[1]
         steps += int(np.sum(np.broadcast_to(lengths, (n,))))
-    values = {k: np.concatenate(v) for k, v in values.items()}
-    metrics = {
-        "loss": float(np.mean(values["loss"])),
-        "metric": float(np.mean(values["metric"])),
-        "updates_mean": float(np.mean(values["updates"])),
-        "updates_std": float(np.std(values["updates"])),
-        "updates_percent": 100.0 * float(np.sum(values["updates"])) / steps,
-    }
-    if task.solved is not None:
-        metrics["solved"] = bool(task.solved(metrics["metric"]))
-    return metrics
+    values = {k: np.concatenate(v, axis=1) for k, v in values.items()}
+    results = []
+    for m in range(len(values["loss"])):
+        metrics = {
+            "loss": float(np.mean(values["loss"][m])),
+            "metric": float(np.mean(values["metric"][m])),
+            "updates_mean": float(np.mean(values["updates"][m])),
+            "updates_std": float(np.std(values["updates"][m])),
+            "updates_percent": 100.0 * float(np.sum(values["updates"][m])) / steps,
+        }
+        if task.solved is not None:
+            metrics["solved"] = bool(task.solved(metrics["metric"]))
+        results.append(metrics)
+    return results
 
 
 def _pad(array: np.ndarray, size: int) -> np.ndarray:
@@ -178,31 +204,38 @@ def _pad(array: np.ndarray, size: int) -> np.ndarray:
 
 
 class Checkpoints:
-    """``latest/`` (resume) and ``best/`` (best validation) orbax checkpoints in a workdir."""
+    """``latest/`` (resume) and ``best/`` (best validation) orbax checkpoints in a workdir.
+
+    ``latest/`` holds ``{"state": TrainState, "best_params": ...}`` and ``best/`` holds
+    ``{"params": ...}``, each member's parameters at its best validation step; both carry the
+    run's bookkeeping (``meta``, JSON).
+    """
 
     def __init__(self, workdir: str):
         options = ocp.CheckpointManagerOptions(max_to_keep=1, create=True)
         self.latest = ocp.CheckpointManager(os.path.join(workdir, "latest"), options=options)
         self.best = ocp.CheckpointManager(os.path.join(workdir, "best"), options=options)
 
-    def save(self, manager: ocp.CheckpointManager, state: TrainState, meta: dict) -> None:
-        manager.save(int(state.step), args=ocp.args.Composite(
-            state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)), force=True)
+    def save(self, manager: ocp.CheckpointManager, step: int, tree: dict, meta: dict) -> None:
+        manager.save(step, args=ocp.args.Composite(
+            tree=ocp.args.StandardSave(tree), meta=ocp.args.JsonSave(meta)), force=True)
 
-    def restore_latest(self, like: TrainState) -> tuple[TrainState, dict] | None:
+    def restore_latest(self, like: dict) -> tuple[dict, dict] | None:
         step = self.latest.latest_step()
         if step is None:
             return None
         abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, like)
         try:
             restored = self.latest.restore(step, args=ocp.args.Composite(
-                state=ocp.args.StandardRestore(abstract), meta=ocp.args.JsonRestore()))
+                tree=ocp.args.StandardRestore(abstract), meta=ocp.args.JsonRestore()))
         except (ValueError, KeyError) as e:
             raise ValueError(
                 f"{self.latest.directory} holds a checkpoint of a different model (shapes or "
                 f"structure differ): {e}. Use a new --workdir, or the config it was made with."
             ) from e
-        return TrainState(*restored.state), restored.meta
+        tree = restored.tree
+        return {"state": TrainState(*tree["state"]), "best_params": tree["best_params"]}, \
+            restored.meta
 
     def close(self) -> None:
         for manager in (self.latest, self.best):
@@ -219,11 +252,16 @@ class MetricWriter:
         self.jsonl = open(os.path.join(workdir, "metrics.jsonl"), "a")  # noqa: SIM115
         self.tensorboard = SummaryWriter(os.path.join(workdir, "tensorboard"))
 
-    def write(self, step: int, split: str, metrics: dict[str, Any]) -> None:
-        self.jsonl.write(json.dumps({"step": step, "split": split, **metrics}) + "\n")
+    def write(self, step: int, split: str, members: list[Member],
+              metrics: list[dict[str, Any]]) -> None:
+        """One line per member; TensorBoard tags ``[member<m>/]<split>/<name>``."""
+        for m, (member, values) in enumerate(zip(members, metrics, strict=True)):
+            record = {"step": step, "split": split, "member": m, **member._asdict(), **values}
+            self.jsonl.write(json.dumps(record) + "\n")
+            prefix = f"member{m}/" if len(members) > 1 else ""
+            for name, value in values.items():
+                self.tensorboard.add_scalar(f"{prefix}{split}/{name}", float(value), step)
         self.jsonl.flush()
-        for name, value in metrics.items():
-            self.tensorboard.add_scalar(f"{split}/{name}", float(value), step)
 
     def close(self) -> None:
         self.jsonl.close()
@@ -240,10 +278,11 @@ def num_train_steps(config: ml_collections.ConfigDict, task: TaskData) -> int:
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
-    """Trains ``config``'s model on its task, evaluating and checkpointing into ``workdir``.
+    """Trains ``config``'s population on its task, evaluating and checkpointing into ``workdir``.
 
-    Returns the final results (also written to ``workdir/results.json``): validation and test
-    metrics at the best validation step, wall-clock time, and when the task was first solved.
+    Returns the results (also written to ``workdir/results.json``): for every member, the
+    validation and test metrics at its best validation step and when it first solved the task;
+    a summary, mean ± std over seeds for each λ; the wall-clock time.
     """
     workdir = os.path.abspath(workdir)  # orbax needs absolute paths
     mesh = Mesh(np.array(jax.devices()), ("batch",))
@@ -251,55 +290,85 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     _check_workdir(workdir)
     task = data.load(config)
     cell = models.make_cell(config.model)
-    tx, train_step, eval_step = make_steps(cell, config, task, mesh)
+    members = population(config)
+    tx, train_step, eval_step = make_steps(cell, config, task, members, mesh)
     replicated = NamedSharding(mesh, PartitionSpec())
-    batch_sharding = NamedSharding(mesh, PartitionSpec("batch"))
 
-    def shard(batch: Batch) -> Batch:
-        return Batch(*(None if a is None else jax.device_put(a, batch_sharding) for a in batch))
+    def shard(batch: Batch, spec: PartitionSpec | None = None) -> Batch:
+        sharding = NamedSharding(mesh, spec or PartitionSpec("batch"))
+        return Batch(*(None if a is None else jax.device_put(a, sharding) for a in batch))
 
     def train_step_at(state: TrainState, step: int):
-        return train_step(state, shard(task.train_batch(step)))
+        seeds = [config.seed if config.same_data else m.seed for m in members]
+        batches = [task.train_batch(seed, step) for seed in seeds]
+        stacked = Batch(*(None if a[0] is None else np.stack(a)
+                          for a in zip(*batches, strict=True)))
+        return train_step(state, shard(stacked, PartitionSpec(None, "batch")))
 
-    def evaluate_split(params: Params, split: str) -> dict:
+    def evaluate_split(params: Params, split: str) -> list[dict]:
         return evaluate(eval_step, params, task.eval_sets[split], config.eval_batch_size,
                         shard, task)
 
-    params = models.init_params(jax.random.key(config.seed), cell, task.input_size,
-                                task.num_outputs, task.embedding)
-    state = TrainState(jnp.zeros((), jnp.int32), params, tx.init(params))
+    params = jax.vmap(lambda key: models.init_params(
+        key, cell, task.input_size, task.num_outputs, task.embedding))(
+        jnp.stack([jax.random.key(m.seed) for m in members]))
+    tree = {"state": TrainState(jnp.zeros((), jnp.int32), params, jax.vmap(tx.init)(params)),
+            "best_params": params}
+    meta = {"members": [{**m._asdict(), "best": None, "solved_step": None,
+                         "solved_seconds": None} for m in members], "seconds": 0.0}
     checkpoints = Checkpoints(workdir)
-    meta = {"best": None, "solved_step": None, "solved_seconds": None, "seconds": 0.0}
     try:
-        restored = checkpoints.restore_latest(state)
+        restored = checkpoints.restore_latest(tree)
     except ValueError:
         checkpoints.close()
         raise
     if restored is not None:
-        state, meta = restored
-        print(f"Resuming {workdir} from step {int(state.step)}.")
+        tree, meta = restored
+        print(f"Resuming {workdir} from step {int(tree['state'].step)}.")
     writer = MetricWriter(workdir)  # only now: a refused resume leaves the workdir as it was
     try:  # closing waits for pending asynchronous saves: the last good checkpoint lands
-        loop = _TrainLoop(config, task, checkpoints, writer, evaluate_split, meta)
-        state = loop.run(jax.device_put(state, replicated), train_step_at,
+        loop = _TrainLoop(config, task, members, checkpoints, writer, evaluate_split, meta,
+                          jax.device_put(tree["best_params"], replicated))
+        state = loop.run(jax.device_put(tree["state"], replicated), train_step_at,
                          num_train_steps(config, task))
     finally:
         checkpoints.close()
         writer.close()
-    results = {"config": config.to_dict(), "steps": int(state.step), **loop.meta}
+    results = {"config": config.to_dict(), "steps": int(state.step), **loop.meta,
+               "summary": summarize(loop.meta["members"])}
     with open(os.path.join(workdir, "results.json"), "w") as f:
         json.dump(results, f, indent=2, default=str)
-    figures.write_all(workdir, config, task, cell, state.params)
+    first = jax.tree.map(lambda leaf: leaf[0], state.params)
+    figures.write_all(workdir, config, task, cell, first)
     return results
+
+
+def summarize(members: list[dict]) -> list[dict]:
+    """Mean ± std over seeds of each λ's best test metric and updates (the paper's form)."""
+    rows = []
+    for cost in dict.fromkeys(m["cost_per_sample"] for m in members):
+        group = [m["best"]["test"] for m in members
+                 if m["cost_per_sample"] == cost and m["best"] is not None]
+        if not group:
+            continue
+        row = {"cost_per_sample": cost, "runs": len(group)}
+        for key in ("metric", "updates_mean", "updates_percent"):
+            values = np.array([g[key] for g in group])
+            row[key] = {"mean": float(values.mean()), "std": float(values.std())}
+        if "solved" in group[0]:
+            row["solved"] = sum(bool(g["solved"]) for g in group)
+        rows.append(row)
+    return rows
 
 
 class _TrainLoop:
     """The training loop's bookkeeping: logging, evaluation, best/latest checkpoints."""
 
-    def __init__(self, config, task: TaskData, checkpoints: Checkpoints, writer: MetricWriter,
-                 evaluate_split, meta: dict):
-        self.config, self.task, self.checkpoints, self.writer = config, task, checkpoints, writer
-        self.evaluate_split, self.meta = evaluate_split, meta
+    def __init__(self, config, task: TaskData, members: list[Member], checkpoints: Checkpoints,
+                 writer: MetricWriter, evaluate_split, meta: dict, best_params: Params):
+        self.config, self.task, self.members = config, task, members
+        self.checkpoints, self.writer, self.evaluate_split = checkpoints, writer, evaluate_split
+        self.meta, self.best_params = meta, best_params
         self.start_time = time.time() - meta["seconds"]
 
     def run(self, state: TrainState, train_step, total_steps: int) -> TrainState:
@@ -310,26 +379,29 @@ class _TrainLoop:
         while step < total_steps:
             state, metrics = train_step(state, step)
             step += 1
-            metrics = {k: float(v) for k, v in metrics.items()}
-            if not (math.isfinite(metrics["loss"]) and math.isfinite(metrics["grad_norm"])):
-                raise FloatingPointError(
-                    f"Non-finite loss ({metrics['loss']}) or gradient norm "
-                    f"({metrics['grad_norm']}) at step {step}; stopping. The last good "
-                    f"checkpoint in {self.checkpoints.latest.directory} is kept."
-                )
+            metrics = [{k: float(v[m]) for k, v in metrics.items()}
+                       for m in range(len(self.members))]
+            for m, values in enumerate(metrics):
+                if not (math.isfinite(values["loss"]) and math.isfinite(values["grad_norm"])):
+                    raise FloatingPointError(
+                        f"Non-finite loss ({values['loss']}) or gradient norm "
+                        f"({values['grad_norm']}) at step {step} (member {m}: "
+                        f"{self.members[m]}); stopping. The last good checkpoint in "
+                        f"{self.checkpoints.latest.directory} is kept."
+                    )
             progress.update(1)
             if step % config.log_every == 0:
-                self.writer.write(step, "train", metrics)
-                progress.set_postfix(loss=f"{metrics['loss']:.4g}",
-                                     metric=f"{metrics['metric']:.4g}",
-                                     updates=f"{metrics['updates']:.1f}")
+                self.writer.write(step, "train", self.members, metrics)
+                progress.set_postfix(loss=_mean(metrics, "loss"), metric=_mean(metrics, "metric"),
+                                     updates=_mean(metrics, "updates"))
             done = step == total_steps
             if step % config.eval_every == 0 or done:
-                solved = self.validate(state, step, progress)
-                done = done or (config.stop_when_solved and solved)
+                all_solved = self.validate(state, step, progress)
+                done = done or (config.stop_when_solved and all_solved)
             if step % config.checkpoint_every == 0 or done:
                 self.meta["seconds"] = time.time() - self.start_time
-                self.checkpoints.save(self.checkpoints.latest, state, self.meta)
+                self.checkpoints.save(self.checkpoints.latest, step, {
+                    "state": state, "best_params": self.best_params}, self.meta)
             if done:
                 break
         progress.close()
@@ -337,28 +409,41 @@ class _TrainLoop:
         return state
 
     def validate(self, state: TrainState, step: int, progress) -> bool:
-        """Evaluates on validation (and on test when validation improves); True if solved."""
+        """Evaluates on validation (and on test where a member improved); True if all solved."""
         validation = self.evaluate_split(state.params, "validation")
-        self.writer.write(step, "validation", validation)
+        self.writer.write(step, "validation", self.members, validation)
         progress.write(f"step {step}: validation {_summary(validation)}")
-        best = self.meta["best"]
         sign = -1.0 if self.task.num_outputs == 1 else 1.0  # MSE: lower is better
-        if best is None or sign * validation["metric"] > sign * best["validation"]["metric"]:
+        records = self.meta["members"]
+        improved = np.array([r["best"] is None or sign * v["metric"]
+                             > sign * r["best"]["validation"]["metric"]
+                             for r, v in zip(records, validation, strict=True)])
+        if improved.any():
             test = self.evaluate_split(state.params, "test")
-            self.writer.write(step, "test", test)
-            self.meta["best"] = {"step": step, "validation": validation, "test": test}
-            self.checkpoints.save(self.checkpoints.best, state, self.meta)
-        solved = bool(validation.get("solved"))
-        if solved and self.meta["solved_step"] is None:
-            self.meta["solved_step"] = step
-            self.meta["solved_seconds"] = time.time() - self.start_time
-            progress.write(f"Solved at step {step} after {self.meta['solved_seconds']:.0f} s.")
-        return solved
+            self.writer.write(step, "test", self.members, test)
+            for m in np.flatnonzero(improved):
+                records[m]["best"] = {"step": step, "validation": validation[m], "test": test[m]}
+            self.best_params = jax.tree.map(
+                lambda new, old: jnp.where(improved.reshape((-1,) + (1,) * (new.ndim - 1)),
+                                           new, old), state.params, self.best_params)
+            self.checkpoints.save(self.checkpoints.best, step, {"params": self.best_params},
+                                  self.meta)
+        for record, values in zip(records, validation, strict=True):
+            if values.get("solved") and record["solved_step"] is None:
+                record["solved_step"] = step
+                record["solved_seconds"] = time.time() - self.start_time
+                progress.write(f"{record['seed']=}, {record['cost_per_sample']=}: solved at step "
+                               f"{step} after {record['solved_seconds']:.0f} s.")
+        return all(bool(v.get("solved")) for v in validation)
 
 
-def _summary(metrics: dict) -> str:
-    parts = [f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in metrics.items()]
-    return ", ".join(parts)
+def _mean(metrics: list[dict], key: str) -> str:
+    return f"{np.mean([m[key] for m in metrics]):.4g}"
+
+
+def _summary(metrics: list[dict]) -> str:
+    return " | ".join(", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+                                for k, v in member.items()) for member in metrics)
 
 
 def _check_workdir(workdir: str) -> None:

@@ -45,12 +45,13 @@ def test_frequency_periods_phases_and_balance():
 
 def test_epoch_batches_visit_each_example_once_per_epoch():
     data = Batch(np.arange(10)[:, None, None].astype(np.float32), np.arange(10))
-    train_batch, steps = epoch_batches(data, 3, seed=0)
+    train_batch, steps = epoch_batches(data, 3)
     assert steps == 3
-    seen = np.concatenate([train_batch(s).targets for s in range(3)])
+    seen = np.concatenate([train_batch(0, s).targets for s in range(3)])
     assert len(set(seen.tolist())) == 9
-    np.testing.assert_array_equal(train_batch(4).targets, train_batch(4).targets)
-    assert not np.array_equal(train_batch(0).targets, train_batch(3).targets)
+    np.testing.assert_array_equal(train_batch(0, 4).targets, train_batch(0, 4).targets)
+    assert not np.array_equal(train_batch(0, 0).targets, train_batch(0, 3).targets)
+    assert not np.array_equal(train_batch(0, 0).targets, train_batch(1, 0).targets)
 
 
 def test_mnist_split_and_scale(mnist_dir):
@@ -58,7 +59,7 @@ def test_mnist_split_and_scale(mnist_dir):
     task = mnist.load(config)
     assert task.eval_sets["validation"].num_examples == 4
     assert task.eval_sets["test"].num_examples == 10
-    x = task.train_batch(0).inputs
+    x = task.train_batch(0, 0).inputs
     assert x.shape == (8, 784, 1) and 0.0 <= x.min() and x.max() <= 1.0
 
 
@@ -82,7 +83,7 @@ def test_imdb_tokens_padding_and_lengths(imdb_csv, tmp_path):
     task = imdb.load(tiny_config("imdb", dir=imdb_csv))
     sizes = [task.eval_sets[s].num_examples for s in ("validation", "test")]
     assert sizes == [6, 6] and task.tokens and task.embedding.shape[1] == 6
-    batch = task.train_batch(0)
+    batch = task.train_batch(0, 0)
     assert batch.inputs.shape == (8, 12)
     for ids, n in zip(batch.inputs, batch.lengths, strict=True):
         assert np.all(ids[:n] != imdb.PAD) and np.all(ids[n:] == imdb.PAD)

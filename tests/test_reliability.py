@@ -101,8 +101,8 @@ def test_non_finite_loss_stops_at_its_step_and_keeps_last_checkpoint(tmp_path, m
 
     def poisoned(config):
         task = load(config)
-        def train_batch(step):
-            batch = task.train_batch(step)
+        def train_batch(seed, step):
+            batch = task.train_batch(seed, step)
             return batch._replace(targets=batch.targets * np.nan) if step == 4 else batch
         return task._replace(train_batch=train_batch)
 

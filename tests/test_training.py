@@ -46,7 +46,8 @@ def _leaves(workdir, which="latest"):
     manager = getattr(checkpoints, which)
     restored = manager.restore(manager.latest_step())
     checkpoints.close()
-    return jax.tree.leaves(restored["state"]["params"])
+    tree = restored["tree"]
+    return jax.tree.leaves(tree["state"]["params"] if which == "latest" else tree["params"])
 
 
 @pytest.mark.parametrize("name", ["adding", "frequency", "mnist", "imdb", "ucf101"])
@@ -58,7 +59,7 @@ def test_every_config_trains_end_to_end(name, tmp_path, mnist_dir, imdb_csv, ucf
         config.model.num_layers = 2
     results = trainer.train_and_evaluate(config, str(tmp_path))
     assert results["steps"] == 2
-    best = results["best"]
+    best = results["members"][0]["best"]
     assert set(best) == {"step", "validation", "test"}
     assert 0 < best["test"]["updates_percent"] <= 100
     lines = [json.loads(line) for line in open(tmp_path / "metrics.jsonl")]
@@ -75,7 +76,7 @@ def test_every_config_trains_end_to_end(name, tmp_path, mnist_dir, imdb_csv, ucf
                                          trainer.models.make_cell(config.model),
                                          task.input_size, task.num_outputs, task.embedding)
     for before, after in zip(jax.tree.leaves(initial), _leaves(tmp_path), strict=True):
-        assert np.any(before != after), "every parameter leaf changes in training"
+        assert np.any(before != after[0]), "every parameter leaf changes in training"
 
 
 def test_resumed_run_equals_uninterrupted_run(tmp_path):
@@ -103,7 +104,7 @@ config = tiny_config("adding")
 config.num_train_steps = 3
 config.eval_every = 3
 r = trainer.train_and_evaluate(config, {workdir!r})
-print(json.dumps({{"devices": jax.device_count(), "best": r["best"]}}))
+print(json.dumps({{"devices": jax.device_count(), "best": r["members"][0]["best"]}}))
 """
 
 
@@ -118,7 +119,7 @@ def test_four_device_data_parallel_run_equals_one_device_run(tmp_path):
     config = tiny_config("adding")
     config.num_train_steps = 3
     config.eval_every = 3
-    one = trainer.train_and_evaluate(config, str(tmp_path / "one"))["best"]
+    one = trainer.train_and_evaluate(config, str(tmp_path / "one"))["members"][0]["best"]
     for split in ("validation", "test"):
         for key, value in one[split].items():
             np.testing.assert_allclose(four["best"][split][key], value, rtol=1e-5, atol=1e-7,
@@ -136,3 +137,41 @@ def test_missing_dataset_fails_fast_with_how_to(tmp_path):
         with pytest.raises(ValueError, match=match):
             trainer.train_and_evaluate(tiny_config(name, **data), str(tmp_path / "work"))
         assert time.time() - start < 5
+
+
+def test_population_members_equal_runs_alone(tmp_path):
+    config = tiny_config("frequency")
+    config.num_seeds = 2
+    config.costs_per_sample = (0.0, 1e-2)
+    config.model.cell = "skip_gru"
+    results = trainer.train_and_evaluate(config, str(tmp_path / "population"))
+    members = results["members"]
+    assert [(m["seed"], m["cost_per_sample"]) for m in members] == [
+        (0, 0.0), (1, 0.0), (0, 1e-2), (1, 1e-2)]
+    assert [row["runs"] for row in results["summary"]] == [2, 2]
+    population = _leaves(tmp_path / "population")
+    alone_config = tiny_config("frequency")
+    alone_config.model.cell = "skip_gru"
+    alone_config.seed, alone_config.cost_per_sample = 1, 1e-2
+    alone = trainer.train_and_evaluate(alone_config, str(tmp_path / "alone"))["members"][0]
+    for key, value in alone["best"]["test"].items():
+        np.testing.assert_allclose(members[3]["best"]["test"][key], value, rtol=1e-5,
+                                   err_msg=key)
+    for p, a in zip(population, _leaves(tmp_path / "alone"), strict=True):
+        np.testing.assert_allclose(p[3], a[0], rtol=1e-5, atol=1e-6)
+
+
+def test_reproduce_prints_the_table_in_the_papers_form(tmp_path, monkeypatch, capsys):
+    from skip_rnn import reproduce
+
+    monkeypatch.setattr(sys, "argv", [
+        "reproduce", "--table=1", f"--workdir={tmp_path}", "--num_seeds=2", "--models=skip_gru",
+        "--num_train_steps=2", "--set=eval_every=2", "--set=data.seq_length=10",
+        "--set=data.num_eval=8", "--set=model.hidden_size=4", "--set=batch_size=8",
+        "--set=eval_batch_size=8", "--set=num_figure_examples=0"])
+    reproduce.main()
+    table = (tmp_path / "table1.md").read_text()
+    assert "| skip_gru | 1e-05 |" in table and "Yes / 50.7% ± 2.6%" in table
+    rows = json.loads((tmp_path / "table1.json").read_text())
+    assert [r["runs"] for r in rows[0]["summary"]] == [2, 2]
+    assert table in capsys.readouterr().out

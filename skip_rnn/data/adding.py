@@ -10,7 +10,7 @@ from __future__ import annotations
 import ml_collections
 import numpy as np
 
-from skip_rnn.data.base import Batch, TaskData
+from skip_rnn.data.base import Batch, TaskData, synthetic
 
 TARGET_VARIANCE = 2.0 / 12.0  # the sum of two independent U(-0.5, 0.5)
 
@@ -29,15 +29,8 @@ def sample(rng: np.random.Generator, batch_size: int, seq_length: int) -> Batch:
 
 
 def load(config: ml_collections.ConfigDict) -> TaskData:
-    length, seed = config.data.seq_length, config.seed
-    return TaskData(
-        train_batch=lambda step: sample(np.random.default_rng([seed, 0, step]), config.batch_size,
-                                        length),
-        eval_sets={  # fixed held-out sets, drawn from streams the training never uses
-            "validation": sample(np.random.default_rng([seed, 1]), config.data.num_eval, length),
-            "test": sample(np.random.default_rng([seed, 2]), config.data.num_eval, length),
-        },
-        input_size=2,
-        num_outputs=1,
-        solved=lambda mse: mse < 0.01 * TARGET_VARIANCE,
-    )
+    train_batch, eval_sets = synthetic(
+        lambda rng, n: sample(rng, n, config.data.seq_length), config.batch_size,
+        config.data.num_eval)
+    return TaskData(train_batch, eval_sets, input_size=2, num_outputs=1,
+                    solved=lambda mse: mse < 0.01 * TARGET_VARIANCE)

@@ -44,7 +44,8 @@ class TaskData(NamedTuple):
     """A task's data and how to score it.
 
     Attributes:
-      train_batch: ``train_batch(step) -> Batch`` of ``config.batch_size`` examples.
+      train_batch: ``train_batch(seed, step) -> Batch`` of ``config.batch_size`` examples; the
+        seed picks the data stream (fresh samples, or the order of the epochs).
       eval_sets: ``{"validation": Batch, "test": Batch}`` held-out sets.
       input_size: ``F``, or the vocabulary size for token inputs.
       num_outputs: 1 for regression (MSE), else the number of classes (cross-entropy).
@@ -54,7 +55,7 @@ class TaskData(NamedTuple):
       embedding: optional ``[vocab, D]`` initial embedding (e.g. word2vec).
     """
 
-    train_batch: Callable[[int], Batch]
+    train_batch: Callable[[int, int], Batch]
     eval_sets: dict[str, Batch]
     input_size: int
     num_outputs: int
@@ -74,25 +75,42 @@ def load(config: ml_collections.ConfigDict) -> TaskData:
     return importlib.import_module(f"skip_rnn.data.{config.task}").load(config)
 
 
-def epoch_batches(data: Batch, batch_size: int, seed: int) -> tuple[Callable[[int], Batch], int]:
-    """``train_batch(step)`` over a fixed training set, reshuffled each epoch (drop remainder).
+def epoch_batches(data: Batch, batch_size: int) -> tuple[Callable[[int, int], Batch], int]:
+    """``train_batch(seed, step)`` over a fixed training set, reshuffled each epoch.
 
-    ``data`` is a :class:`Batch` or anything with ``num_examples`` and ``take(index)`` (lazy sets).
+    Drops the remainder. ``data``: a :class:`Batch`, or any set with ``num_examples`` and
+    ``take(index)``.
     """
     steps_per_epoch = data.num_examples // batch_size
     if steps_per_epoch == 0:
         raise ValueError(f"config.batch_size={batch_size} exceeds the {data.num_examples} training "
                          "examples.")
 
-    @functools.lru_cache(maxsize=1)
-    def order(epoch: int) -> np.ndarray:
+    @functools.lru_cache(maxsize=16)  # a population's members, each in its current epoch
+    def order(seed: int, epoch: int) -> np.ndarray:
         return np.random.default_rng([seed, epoch]).permutation(data.num_examples)
 
-    def train_batch(step: int) -> Batch:
+    def train_batch(seed: int, step: int) -> Batch:
         epoch, index = divmod(step, steps_per_epoch)
-        return data.take(order(epoch)[index * batch_size : (index + 1) * batch_size])
+        return data.take(order(seed, epoch)[index * batch_size : (index + 1) * batch_size])
 
     return train_batch, steps_per_epoch
+
+
+# The synthetic tasks' held-out sets come from streams no seed's training uses, and are the
+# same for every seed, so that runs with different seeds are scored on the same examples.
+HELD_OUT_STREAM = 2**31 - 1
+
+
+def synthetic(sample: Callable[[np.random.Generator, int], Batch], batch_size: int,
+              num_eval: int) -> tuple[Callable[[int, int], Batch], dict[str, Batch]]:
+    """Fresh training batches from stream ``[seed, 0, step]``; fixed held-out sets."""
+    def train_batch(seed: int, step: int) -> Batch:
+        return sample(np.random.default_rng([seed, 0, step]), batch_size)
+
+    eval_sets = {name: sample(np.random.default_rng([HELD_OUT_STREAM, i]), num_eval)
+                 for i, name in ((1, "validation"), (2, "test"))}
+    return train_batch, eval_sets
 
 
 def check_finite(name: str, values: np.ndarray) -> np.ndarray:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import ml_collections
 import numpy as np
 
-from skip_rnn.data.base import Batch, TaskData
+from skip_rnn.data.base import Batch, TaskData, synthetic
 
 POSITIVE = (5.0, 6.0)
 NEGATIVE = ((1.0, 5.0), (6.0, 100.0))
@@ -41,16 +41,8 @@ def sample(rng: np.random.Generator, batch_size: int, duration_ms: float,
 
 def load(config: ml_collections.ConfigDict) -> TaskData:
     d = config.data
-    seed = config.seed
-
-    def make(stream: list[int], n: int) -> Batch:
-        return sample(np.random.default_rng([seed, *stream]), n, d.duration_ms,
-                      d.sampling_period_ms)
-
-    return TaskData(
-        train_batch=lambda step: make([0, step], config.batch_size),
-        eval_sets={"validation": make([1], d.num_eval), "test": make([2], d.num_eval)},
-        input_size=1,
-        num_outputs=2,
-        solved=lambda accuracy: accuracy > 0.99,
-    )
+    train_batch, eval_sets = synthetic(
+        lambda rng, n: sample(rng, n, d.duration_ms, d.sampling_period_ms), config.batch_size,
+        d.num_eval)
+    return TaskData(train_batch, eval_sets, input_size=1, num_outputs=2,
+                    solved=lambda accuracy: accuracy > 0.99)

@@ -119,7 +119,7 @@ def load(config: ml_collections.ConfigDict) -> TaskData:
     train, validation, test = (
         encode([words[i] for i in p], labels[p], vocab, d.seq_length) for p in parts
     )
-    train_batch, steps_per_epoch = epoch_batches(train, config.batch_size, config.seed)
+    train_batch, steps_per_epoch = epoch_batches(train, config.batch_size)
     embedding = read_word2vec(d.word2vec, vocab, config.model.embedding_size,
                               np.random.default_rng(config.seed))
     return TaskData(

@@ -54,8 +54,7 @@ def load(config: ml_collections.ConfigDict) -> TaskData:
     else:
         raise ValueError(f"config.data.source must be 'idx' or 'tfds', got {d.source!r}.")
     num_train = train.num_examples - min(NUM_VALIDATION, train.num_examples // 10)
-    train_batch, steps_per_epoch = epoch_batches(train.slice(0, num_train), config.batch_size,
-                                                 config.seed)
+    train_batch, steps_per_epoch = epoch_batches(train.slice(0, num_train), config.batch_size)
     return TaskData(
         train_batch=train_batch,
         eval_sets={"validation": train.slice(num_train, train.num_examples), "test": test},

@@ -93,7 +93,7 @@ def load(config: ml_collections.ConfigDict) -> TaskData:
     val_idx, train_idx = order[:num_val], order[num_val:]
     train = Videos([train_paths[i] for i in train_idx], train_labels[train_idx], d.seq_length)
     validation = Videos([train_paths[i] for i in val_idx], train_labels[val_idx], d.seq_length)
-    train_batch, steps_per_epoch = epoch_batches(train, config.batch_size, config.seed)
+    train_batch, steps_per_epoch = epoch_batches(train, config.batch_size)
     return TaskData(
         train_batch=train_batch,
         eval_sets={"validation": validation, "test": test},

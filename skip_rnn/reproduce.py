@@ -1,0 +1,161 @@
+"""Reproduces a table of the paper: every row, four seeds each, printed in the paper's form.
+
+    python -m skip_rnn.reproduce --table=1 --workdir=workdirs/table1 [--num_seeds=4]
+        [--num_train_steps=N] [--learning_rate=1e-3] [--data_dir=...] [--set=key=value ...]
+
+Each model of the table is one population run (all its λ x seeds in one jitted step, see
+:mod:`skip_rnn.trainer`) in ``<workdir>/<variant>/<model>``; rerunning resumes. The table is
+printed and written to ``<workdir>/table<N>.md`` and ``.json``, next to the paper's numbers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import os
+import time
+
+import ml_collections
+
+from skip_rnn import trainer
+
+# table: (task, variants (config.data overrides), rows (model, λs), what the paper reports)
+TABLES = {
+    1: ("adding", {"": {}},
+        [("lstm", (0.0,)), ("skip_lstm", (0.0, 1e-5)), ("gru", (0.0,)),
+         ("skip_gru", (0.0, 1e-5))], "% updates"),
+    2: ("frequency", {"Ts=1ms": {"sampling_period_ms": 1.0},
+                      "Ts=0.5ms": {"sampling_period_ms": 0.5}},
+        [("lstm", (0.0,)), ("skip_lstm", (0.0, 1e-5, 1e-4)), ("gru", (0.0,)),
+         ("skip_gru", (0.0, 1e-5, 1e-4))], "updates"),
+    3: ("mnist", {"": {}},
+        [("lstm", (0.0,)), ("skip_lstm", (1e-4,)), ("gru", (0.0,)), ("skip_gru", (1e-4,))],
+        "updates"),
+    4: ("imdb", {"length 200": {"seq_length": 200}, "length 400": {"seq_length": 400}},
+        [("lstm", (0.0,)), ("skip_lstm", (0.0, 1e-5, 1e-4, 1e-3)), ("gru", (0.0,)),
+         ("skip_gru", (0.0, 1e-5, 1e-4, 1e-3))], "updates"),
+    5: ("ucf101", {"": {}},
+        [("lstm", (0.0,)), ("skip_lstm", (0.0, 1e-5, 1e-4)), ("gru", (0.0,)),
+         ("skip_gru", (0.0, 1e-5, 1e-4))], "updates"),
+}
+
+# The paper's numbers: (variant, model, λ) -> (task result, state updates).
+PAPER = {
+    1: {("", "lstm", 0.0): ("Yes", "100.0% ± 0.0%"),
+        ("", "skip_lstm", 0.0): ("Yes", "81.1% ± 3.6%"),
+        ("", "skip_lstm", 1e-5): ("Yes", "53.9% ± 2.1%"),
+        ("", "gru", 0.0): ("Yes", "100.0% ± 0.0%"),
+        ("", "skip_gru", 0.0): ("Yes", "97.9% ± 3.2%"),
+        ("", "skip_gru", 1e-5): ("Yes", "50.7% ± 2.6%")},
+    2: {("Ts=1ms", "lstm", 0.0): ("Yes", "100.0 ± 0.00"),
+        ("Ts=1ms", "skip_lstm", 0.0): ("Yes", "55.5 ± 16.9"),
+        ("Ts=1ms", "skip_lstm", 1e-5): ("Yes", "47.4 ± 14.1"),
+        ("Ts=1ms", "skip_lstm", 1e-4): ("Yes", "12.7 ± 0.5"),
+        ("Ts=1ms", "gru", 0.0): ("Yes", "100.0 ± 0.00"),
+        ("Ts=1ms", "skip_gru", 0.0): ("Yes", "73.7 ± 17.9"),
+        ("Ts=1ms", "skip_gru", 1e-5): ("Yes", "51.9 ± 10.2"),
+        ("Ts=1ms", "skip_gru", 1e-4): ("Yes", "23.5 ± 6.2"),
+        ("Ts=0.5ms", "lstm", 0.0): ("Yes", "200.0 ± 0.00"),
+        ("Ts=0.5ms", "skip_lstm", 0.0): ("Yes", "147.9 ± 27.0"),
+        ("Ts=0.5ms", "skip_lstm", 1e-5): ("Yes", "50.7 ± 16.8"),
+        ("Ts=0.5ms", "skip_lstm", 1e-4): ("Yes", "19.9 ± 1.5"),
+        ("Ts=0.5ms", "gru", 0.0): ("Yes", "200.0 ± 0.00"),
+        ("Ts=0.5ms", "skip_gru", 0.0): ("Yes", "167.0 ± 18.3"),
+        ("Ts=0.5ms", "skip_gru", 1e-5): ("Yes", "54.2 ± 4.4"),
+        ("Ts=0.5ms", "skip_gru", 1e-4): ("Yes", "22.5 ± 2.1")},
+    3: {("", "lstm", 0.0): ("0.910 ± 0.045", "784.00 ± 0.00"),
+        ("", "skip_lstm", 1e-4): ("0.973 ± 0.002", "379.38 ± 33.09"),
+        ("", "gru", 0.0): ("0.968 ± 0.013", "784.00 ± 0.00"),
+        ("", "skip_gru", 1e-4): ("0.976 ± 0.003", "392.62 ± 26.48")},
+    5: {("", "lstm", 0.0): ("0.671", "250.0"), ("", "skip_lstm", 0.0): ("0.749", "138.9"),
+        ("", "skip_lstm", 1e-5): ("0.757", "24.2"), ("", "skip_lstm", 1e-4): ("0.790", "7.6"),
+        ("", "gru", 0.0): ("0.791", "250.0"), ("", "skip_gru", 0.0): ("0.796", "124.2"),
+        ("", "skip_gru", 1e-5): ("0.792", "29.7"), ("", "skip_gru", 1e-4): ("0.793", "23.7")},
+}
+
+
+def row_config(table: int, variant: str, model: str, costs: tuple[float, ...],
+               args: argparse.Namespace) -> ml_collections.ConfigDict:
+    task, variants, _, _ = TABLES[table]
+    config = importlib.import_module(f"configs.{task}").get_config()
+    config.model.cell = model
+    config.costs_per_sample = costs
+    config.num_seeds = args.num_seeds
+    for key, value in variants[variant].items():
+        config.data[key] = value
+    if args.num_train_steps:
+        config.num_train_steps = args.num_train_steps
+    if args.learning_rate:
+        config.learning_rate = args.learning_rate
+    if args.data_dir:
+        config.data.dir = args.data_dir
+    for assignment in args.set:
+        key, value = assignment.split("=", 1)
+        *parents, last = key.split(".")
+        node = config
+        for p in parents:
+            node = node[p]
+        node[last] = type(node[last])(json.loads(value))
+    return config
+
+
+def format_rows(table: int, results: list[dict]) -> str:
+    """The table in the paper's form, with the paper's numbers and the wall-clock time."""
+    task, _, _, updates_kind = TABLES[table]
+    regression_or_solved = task in ("adding", "frequency")
+    lines = [f"| variant | model | λ | {'solved' if regression_or_solved else 'accuracy'} "
+             f"| state updates | paper | runs | wall-clock |", "|---|---|---|---|---|---|---|---|"]
+    for r in results:
+        for row in r["summary"]:
+            lam = row["cost_per_sample"]
+            if regression_or_solved:
+                result = f"{row['solved']}/{row['runs']}"
+            else:
+                result = f"{row['metric']['mean']:.3f} ± {row['metric']['std']:.3f}"
+            key = "updates_percent" if updates_kind == "% updates" else "updates_mean"
+            unit = "%" if key == "updates_percent" else ""
+            updates = f"{row[key]['mean']:.1f}{unit} ± {row[key]['std']:.1f}{unit}"
+            paper = " / ".join(PAPER.get(table, {}).get((r["variant"], r["model"], lam), ("-",)))
+            lines.append(f"| {r['variant']} | {r['model']} | {lam:g} | {result} | {updates} "
+                         f"| {paper} | {row['runs']} | {r['seconds'] / 60:.1f} min |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--table", type=int, choices=sorted(TABLES), required=True)
+    parser.add_argument("--workdir", required=True)
+    parser.add_argument("--num_seeds", type=int, default=4)
+    parser.add_argument("--num_train_steps", type=int, default=0, help="0: the config's")
+    parser.add_argument("--learning_rate", type=float, default=0.0, help="0: the paper's")
+    parser.add_argument("--data_dir", default="", help="config.data.dir for real datasets")
+    parser.add_argument("--set", action="append", default=[],
+                        help="any config value, e.g. --set=eval_every=1000 (JSON values)")
+    parser.add_argument("--models", default="", help="comma-separated subset of the rows")
+    args = parser.parse_args()
+    _, variants, rows, _ = TABLES[args.table]
+    chosen = set(args.models.split(",")) if args.models else None
+    results = []
+    for variant in variants:
+        for model, costs in rows:
+            if chosen and model not in chosen:
+                continue
+            config = row_config(args.table, variant, model, costs, args)
+            workdir = os.path.join(args.workdir, variant.replace(" ", "_") or ".", model)
+            start = time.time()
+            print(f"== Table {args.table} {variant} {model} λ={costs} -> {workdir}")
+            result = trainer.train_and_evaluate(config, workdir)
+            results.append({"variant": variant, "model": model, "summary": result["summary"],
+                            "seconds": result["seconds"], "steps": result["steps"],
+                            "this_session_seconds": time.time() - start})
+    markdown = format_rows(args.table, results)
+    print(markdown)
+    with open(os.path.join(args.workdir, f"table{args.table}.md"), "w") as f:
+        f.write(markdown + "\n")
+    with open(os.path.join(args.workdir, f"table{args.table}.json"), "w") as f:
+        json.dump(results, f, indent=2)
+
+
+if __name__ == "__main__":
+    main()
