@@ -150,3 +150,16 @@ def test_sigkilled_run_resumes_bit_identically(tmp_path):
     assert resumed.wait(timeout=300) == 0, resumed.stderr.read()
     for a, b in zip(_leaves(tmp_path / "straight"), _leaves(tmp_path / "killed"), strict=True):
         np.testing.assert_array_equal(a, b)
+
+
+def test_a_save_cut_short_leaves_the_previous_checkpoint_usable(tmp_path, capsys):
+    config = tiny_config("adding")
+    trainer.train_and_evaluate(config, str(tmp_path))  # checkpoint at step 2
+    # What a kill in the middle of saving step 4 leaves: orbax's temporary directory.
+    partial = tmp_path / "latest" / "4.orbax-checkpoint-tmp-1234567"
+    (partial / "tree").mkdir(parents=True)
+    (partial / "tree" / "garbage").write_bytes(b"\0" * 100)
+    config.num_train_steps = 4
+    results = trainer.train_and_evaluate(config, str(tmp_path))
+    assert "from step 2." in capsys.readouterr().out
+    assert results["steps"] == 4
