@@ -105,3 +105,38 @@ def test_ucf101_crops_pads_and_refuses_non_finite(ucf_dir, tmp_path):
     np.save(path, np.array([[0.0, np.nan]], np.float32))
     with pytest.raises(ValueError, match="non-finite"):
         ucf101.Videos([str(path)], np.zeros(1, np.int32), 5).take([0])
+
+
+class _PreparedBuilder:
+    """Stands in for a prepared tfds builder (tfds's own mock_data needs TensorFlow)."""
+
+    def __init__(self, splits):
+        self.splits, self.data_dir = splits, "fake"
+
+    def is_prepared(self):
+        return True
+
+    def as_dataset(self, split, batch_size):
+        assert batch_size == -1
+        return self.splits[split]
+
+
+def test_tfds_sources_read_prepared_datasets(monkeypatch):
+    import tensorflow_datasets as tfds
+
+    rng = np.random.default_rng(0)
+    datasets = {
+        "mnist": {s: {"image": rng.integers(0, 256, (n, 28, 28, 1), dtype=np.uint8),
+                      "label": rng.integers(0, 10, n)} for s, n in (("train", 50), ("test", 7))},
+        "imdb_reviews": {s: {"text": np.array([b"good film", b"bad<br />film"] * 20),
+                             "label": np.array([1, 0] * 20)} for s in ("train", "test")},
+    }
+    monkeypatch.setattr(tfds, "builder", lambda name, data_dir=None: _PreparedBuilder(
+        datasets[name]))
+    monkeypatch.setattr(tfds, "as_numpy", lambda tree: tree)
+    task = mnist.load(tiny_config("mnist", source="tfds"))
+    assert task.eval_sets["test"].num_examples == 7
+    assert task.train_batch(0, 0).inputs.shape == (8, 784, 1)
+    task = imdb.load(tiny_config("imdb", source="tfds"))
+    assert task.eval_sets["test"].num_examples == 40  # the tfds test split
+    assert task.eval_sets["validation"].num_examples == 6  # 15% of train
