@@ -11,11 +11,16 @@ Example:
   >>> variables = rnn.init(jax.random.key(0), jnp.ones((2, 5, 3)))
   >>> rnn.apply(variables, jnp.ones((2, 5, 3))).u.shape
   (2, 5)
+
+Bernoulli gates draw from the ``"skip"`` rng, one key per step:
+``nn.RNN(SkipLSTMCell(8, binarize="bernoulli"), split_rngs={"params": False, "skip": True})``
+and ``rngs={"skip": key}`` in ``init`` and ``apply``.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from typing import Any, ClassVar
 
 import flax.linen as nn
 
@@ -77,25 +82,27 @@ class GRUCell(PureCell):
         return cells.gru(self.features)
 
 
-class SkipLSTMCell(PureCell):
-    """:func:`skip_rnn.skip` of :func:`skip_rnn.lstm`; ``"bernoulli"`` uses the ``"skip"`` rng."""
+class _SkipCell(PureCell):
+    """:func:`skip_rnn.skip` of ``make_layer(features)``; Bernoulli gates use the "skip" rng."""
 
     features: int
     binarize: str = "round"
     update_bias: float = 1.0
     max_updates: int | None = None
+    make_layer: ClassVar[Callable[[int], Cell]]
 
     def pure_cell(self) -> Cell:
-        return skip(cells.lstm(self.features), self.binarize, self.update_bias, self.max_updates)
+        return skip(self.make_layer(self.features), self.binarize, self.update_bias,
+                    self.max_updates)
 
 
-class SkipGRUCell(PureCell):
-    """:func:`skip_rnn.skip` of :func:`skip_rnn.gru`; ``"bernoulli"`` uses the ``"skip"`` rng."""
+class SkipLSTMCell(_SkipCell):
+    """:func:`skip_rnn.skip` of :func:`skip_rnn.lstm` (the gate reads ``c``)."""
 
-    features: int
-    binarize: str = "round"
-    update_bias: float = 1.0
-    max_updates: int | None = None
+    make_layer = staticmethod(cells.lstm)
 
-    def pure_cell(self) -> Cell:
-        return skip(cells.gru(self.features), self.binarize, self.update_bias, self.max_updates)
+
+class SkipGRUCell(_SkipCell):
+    """:func:`skip_rnn.skip` of :func:`skip_rnn.gru` (the gate reads ``h``)."""
+
+    make_layer = staticmethod(cells.gru)

@@ -223,3 +223,14 @@ def test_flax_rnn_equals_unroll(module, pure):
 def test_bad_arguments_raise_clear_errors(bad, match):
     with pytest.raises(ValueError, match=match):
         bad()
+
+
+def test_flax_bernoulli_cell_draws_a_key_per_step():
+    rnn = nn.RNN(SkipGRUCell(H, binarize="bernoulli", update_bias=-0.3),
+                 split_rngs={"params": False, "skip": True})
+    variables = rnn.init({"params": jax.random.key(0), "skip": jax.random.key(1)}, XS)
+    u = rnn.apply(variables, XS, rngs={"skip": jax.random.key(2)}).u
+    np.testing.assert_array_equal(u[:, 0], 1.0)
+    assert set(np.unique(u)) == {0.0, 1.0}
+    again = rnn.apply(variables, XS, rngs={"skip": jax.random.key(3)}).u
+    assert not np.array_equal(u, again)
