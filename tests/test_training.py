@@ -175,3 +175,15 @@ def test_reproduce_prints_the_table_in_the_papers_form(tmp_path, monkeypatch, ca
     rows = json.loads((tmp_path / "table1.json").read_text())
     assert [r["runs"] for r in rows[0]["summary"]] == [2, 2]
     assert table in capsys.readouterr().out
+
+
+def test_best_prefers_solved_models_with_fewer_updates():
+    adding = trainer.data.TaskData(None, {}, 2, 1, solved=lambda mse: mse < 0.01)
+    unsolved = {"metric": 0.5, "updates_mean": 10.0, "solved": False}
+    solved_dense = {"metric": 0.001, "updates_mean": 50.0, "solved": True}
+    solved_sparse = {"metric": 0.005, "updates_mean": 25.0, "solved": True}
+    ranks = [trainer._rank(m, adding) for m in (unsolved, solved_dense, solved_sparse)]
+    assert ranks == sorted(ranks)
+    mnist = trainer.data.TaskData(None, {}, 1, 10)
+    assert trainer._rank({"metric": 0.9, "updates_mean": 700.0}, mnist) > trainer._rank(
+        {"metric": 0.8, "updates_mean": 100.0}, mnist)
