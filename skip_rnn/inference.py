@@ -16,6 +16,7 @@ time which steps it skips, and is refused.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import NamedTuple
 
 import jax
@@ -44,8 +45,8 @@ class JumpStream(NamedTuple):
         follow which the model will not read (``2**24 - 1``: none will be read again).
     """
 
-    start: object
-    push: object
+    start: Callable[..., SkipState]
+    push: Callable[[Params, SkipState, Array], tuple[SkipState, Array, Array]]
 
 
 def jump_unroll(
