@@ -16,6 +16,7 @@ paper reports solved models by the updates they use. The test set is evaluated a
 
 from __future__ import annotations
 
+import collections
 import functools
 import json
 import math
@@ -217,8 +218,11 @@ class Checkpoints:
 
     def __init__(self, workdir: str):
         options = ocp.CheckpointManagerOptions(max_to_keep=1, create=True)
-        self.latest = ocp.CheckpointManager(os.path.join(workdir, "latest"), options=options)
-        self.best = ocp.CheckpointManager(os.path.join(workdir, "best"), options=options)
+        self.latest, self.best = (ocp.CheckpointManager(
+            os.path.join(workdir, name), options=options,
+            item_handlers={"tree": ocp.StandardCheckpointHandler(),
+                           "meta": ocp.JsonCheckpointHandler()})
+            for name in ("latest", "best"))
 
     def save(self, manager: ocp.CheckpointManager, step: int, tree: dict, meta: dict) -> None:
         manager.save(step, args=ocp.args.Composite(
@@ -228,6 +232,17 @@ class Checkpoints:
         step = self.latest.latest_step()
         if step is None:
             return None
+        saved = self.latest.item_metadata(step)["tree"].tree
+        shapes = collections.Counter(
+            tuple(a.shape) for a in jax.tree.leaves(saved, is_leaf=lambda a: hasattr(a, "shape")))
+        expected = collections.Counter(tuple(a.shape) for a in jax.tree.leaves(like))
+        if shapes != expected:  # checked first: orbax fails untidily on mismatched shapes
+            raise ValueError(
+                f"{self.latest.directory} holds a checkpoint of a different model: it has "
+                f"arrays of shapes {sorted(shapes - expected)} where this config has "
+                f"{sorted(expected - shapes)}. Use a new --workdir, or the config it was made "
+                "with."
+            )
         abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, like)
         try:
             restored = self.latest.restore(step, args=ocp.args.Composite(
