@@ -4,10 +4,13 @@
   red = used (state updated), blue = skipped.
 - ``used_pixels.png`` (MNIST; Fig. 4): digits with used pixels red and skipped ones blue.
 - ``updates.png`` (every task): the update gates ``u_t`` of held-out sequences as a raster.
+- ``curves.png`` (every task): validation metric and % of state updates over training, one
+  line per population member (from ``metrics.jsonl``).
 """
 
 from __future__ import annotations
 
+import json
 import os
 
 import matplotlib
@@ -27,7 +30,9 @@ def write_all(workdir: str, config, task, cell, params) -> list[str]:
     batch = task.eval_sets["validation"].slice(0, n)
     _, out = models.apply(cell, params, batch.inputs, batch.lengths)
     u = np.asarray(out.u)
-    paths = [updates_raster(os.path.join(workdir, "updates.png"), u, config.task)]
+    paths = [updates_raster(os.path.join(workdir, "updates.png"), u, config.task),
+             curves(os.path.join(workdir, "curves.png"), os.path.join(workdir, "metrics.jsonl"),
+                    "MSE" if task.num_outputs == 1 else "accuracy")]
     if config.task in ("adding", "frequency"):
         values = np.asarray(batch.inputs)[..., 0]
         markers = np.asarray(batch.inputs)[..., 1] if config.task == "adding" else None
@@ -77,6 +82,29 @@ def updates_raster(path: str, u: np.ndarray, title: str) -> str:
     ax.set_xlabel("time step")
     ax.set_ylabel("sequence")
     ax.set_title(f"{title}: state updates (red) and skips (blue)")
+    return _save(fig, path)
+
+
+def curves(path: str, metrics_path: str, metric_name: str) -> str:
+    """Validation metric and % of updates against the training step, per member."""
+    runs: dict[tuple, list[dict]] = {}
+    with open(metrics_path) as f:
+        for line in f:
+            record = json.loads(line)
+            if record["split"] == "validation":
+                key = (record.get("seed"), record.get("cost_per_sample"))
+                runs.setdefault(key, []).append(record)
+    fig, (ax_metric, ax_updates) = plt.subplots(1, 2, figsize=(10, 3.5))
+    for (seed, cost), records in runs.items():
+        steps = [r["step"] for r in records]
+        label = f"seed {seed}, λ={cost}"
+        ax_metric.plot(steps, [r["metric"] for r in records], label=label)
+        ax_updates.plot(steps, [r["updates_percent"] for r in records], label=label)
+    if metric_name == "MSE":
+        ax_metric.set_yscale("log")
+    ax_metric.set(xlabel="training step", ylabel=f"validation {metric_name}")
+    ax_updates.set(xlabel="training step", ylabel="state updates (%)", ylim=(0, 105))
+    ax_updates.legend(fontsize=7)
     return _save(fig, path)
 
 

@@ -65,6 +65,7 @@ def test_every_config_trains_end_to_end(name, tmp_path, mnist_dir, imdb_csv, ucf
     lines = [json.loads(line) for line in open(tmp_path / "metrics.jsonl")]
     assert {line["split"] for line in lines} == {"train", "validation", "test"}
     assert os.path.isfile(tmp_path / "updates.png")
+    assert os.path.isfile(tmp_path / "curves.png")
     assert os.path.isfile(tmp_path / "results.json")
     if name in ("adding", "frequency"):
         assert os.path.isfile(tmp_path / "used_samples.png")
