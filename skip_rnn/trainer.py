@@ -225,6 +225,8 @@ class Checkpoints:
             for name in ("latest", "best"))
 
     def save(self, manager: ocp.CheckpointManager, step: int, tree: dict, meta: dict) -> None:
+        if step in manager.all_steps():  # a resumed run replaying steps a kill cut short
+            manager.delete(step)
         manager.save(step, args=ocp.args.Composite(
             tree=ocp.args.StandardSave(tree), meta=ocp.args.JsonSave(meta)), force=True)
 

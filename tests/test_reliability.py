@@ -163,3 +163,19 @@ def test_a_save_cut_short_leaves_the_previous_checkpoint_usable(tmp_path, capsys
     results = trainer.train_and_evaluate(config, str(tmp_path))
     assert "from step 2." in capsys.readouterr().out
     assert results["steps"] == 4
+
+
+def test_resume_replays_steps_whose_best_checkpoint_was_already_saved(tmp_path):
+    config = tiny_config("adding")
+    config.num_train_steps, config.eval_every, config.checkpoint_every = 3, 1, 2
+    trainer.train_and_evaluate(config, str(tmp_path / "straight"))
+    trainer.train_and_evaluate(config, str(tmp_path / "killed"))
+    # Killed after saving the best checkpoint of step 3, before the latest one of step 3:
+    checkpoints = trainer.Checkpoints(str(tmp_path / "killed"))
+    checkpoints.latest.delete(3)
+    checkpoints.close()
+    results = trainer.train_and_evaluate(config, str(tmp_path / "killed"))
+    assert results["steps"] == 3
+    for a, b in zip(_leaves(tmp_path / "straight", "best"), _leaves(tmp_path / "killed", "best"),
+                    strict=True):
+        np.testing.assert_array_equal(a, b)
