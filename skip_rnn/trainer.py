@@ -226,6 +226,7 @@ class Checkpoints:
 
     def save(self, manager: ocp.CheckpointManager, step: int, tree: dict, meta: dict) -> None:
         if step in manager.all_steps():  # a resumed run replaying steps a kill cut short
+            manager.wait_until_finished()
             manager.delete(step)
         manager.save(step, args=ocp.args.Composite(
             tree=ocp.args.StandardSave(tree), meta=ocp.args.JsonSave(meta)), force=True)

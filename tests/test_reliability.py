@@ -165,17 +165,15 @@ def test_a_save_cut_short_leaves_the_previous_checkpoint_usable(tmp_path, capsys
     assert results["steps"] == 4
 
 
-def test_resume_replays_steps_whose_best_checkpoint_was_already_saved(tmp_path):
-    config = tiny_config("adding")
-    config.num_train_steps, config.eval_every, config.checkpoint_every = 3, 1, 2
-    trainer.train_and_evaluate(config, str(tmp_path / "straight"))
-    trainer.train_and_evaluate(config, str(tmp_path / "killed"))
-    # Killed after saving the best checkpoint of step 3, before the latest one of step 3:
-    checkpoints = trainer.Checkpoints(str(tmp_path / "killed"))
-    checkpoints.latest.delete(3)
+def test_a_replayed_step_overwrites_the_checkpoint_a_kill_left_behind(tmp_path):
+    # A run killed after saving best/ at step s but before latest/ at step s replays step s
+    # on resume and saves best/ at step s again.
+    checkpoints = trainer.Checkpoints(str(tmp_path))
+    for value in (1.0, 2.0):
+        checkpoints.save(checkpoints.best, 3, {"params": {"w": np.full(2, value)}},
+                         {"value": value})
+    checkpoints.best.wait_until_finished()
+    restored = checkpoints.best.restore(3)
     checkpoints.close()
-    results = trainer.train_and_evaluate(config, str(tmp_path / "killed"))
-    assert results["steps"] == 3
-    for a, b in zip(_leaves(tmp_path / "straight", "best"), _leaves(tmp_path / "killed", "best"),
-                    strict=True):
-        np.testing.assert_array_equal(a, b)
+    assert restored["meta"]["value"] == 2.0
+    np.testing.assert_array_equal(restored["tree"]["params"]["w"], [2.0, 2.0])
