@@ -13,13 +13,19 @@ FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", "configs/adding.py", "Experiment configuration.",
                                 lock_config=True)
 flags.DEFINE_string("workdir", "workdirs/default", "Checkpoints, metrics and figures go here.")
+flags.DEFINE_bool("figures_only", False, "Only redraw the figures from the workdir's best "
+                  "checkpoint (e.g. of a run stopped early), then exit.")
 
 
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
     logging.set_verbosity(logging.WARNING)  # orbax logs every save at INFO
-    trainer.train_and_evaluate(FLAGS.config, FLAGS.workdir)
+    if FLAGS.figures_only:
+        for path in trainer.redraw_figures(FLAGS.config, FLAGS.workdir):
+            print(path)
+    else:
+        trainer.train_and_evaluate(FLAGS.config, FLAGS.workdir)
 
 
 if __name__ == "__main__":

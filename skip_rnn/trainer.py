@@ -365,6 +365,28 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     return results
 
 
+def redraw_figures(config: ml_collections.ConfigDict, workdir: str) -> list[str]:
+    """Draws the figures of ``workdir``'s best checkpoint (first member), e.g. of a run that
+    was stopped before its end, and the training curves so far."""
+    workdir = os.path.abspath(workdir)
+    task = data.load(config)
+    cell = models.make_cell(config.model)
+    like = jax.vmap(lambda key: models.init_params(
+        key, cell, task.input_size, task.num_outputs, task.embedding))(
+        jnp.stack([jax.random.key(m.seed) for m in population(config)]))
+    checkpoints = Checkpoints(workdir)
+    step = checkpoints.best.latest_step()
+    if step is None:
+        checkpoints.close()
+        raise FileNotFoundError(f"{workdir}/best holds no checkpoint to draw.")
+    abstract = {"params": jax.tree.map(ocp.utils.to_shape_dtype_struct, like)}
+    restored = checkpoints.best.restore(step, args=ocp.args.Composite(
+        tree=ocp.args.StandardRestore(abstract), meta=ocp.args.JsonRestore()))
+    checkpoints.close()
+    first = jax.tree.map(lambda leaf: leaf[0], restored.tree["params"])
+    return figures.write_all(workdir, config, task, cell, first)
+
+
 def summarize(members: list[dict]) -> list[dict]:
     """Mean ± std over seeds of each λ's best test metric and updates (the paper's form)."""
     rows = []

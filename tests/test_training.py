@@ -72,6 +72,8 @@ def test_every_config_trains_end_to_end(name, tmp_path, mnist_dir, imdb_csv, ucf
         assert "solved" in best["validation"]
     if name == "mnist":
         assert os.path.isfile(tmp_path / "used_pixels.png")
+        os.remove(tmp_path / "used_pixels.png")
+        assert str(tmp_path / "used_pixels.png") in trainer.redraw_figures(config, tmp_path)
     task = trainer.data.load(config)
     initial = trainer.models.init_params(jax.random.key(config.seed),
                                          trainer.models.make_cell(config.model),
