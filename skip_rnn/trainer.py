@@ -474,8 +474,8 @@ class _TrainLoop:
             if values.get("solved") and record["solved_step"] is None:
                 record["solved_step"] = step
                 record["solved_seconds"] = time.time() - self.start_time
-                progress.write(f"{record['seed']=}, {record['cost_per_sample']=}: solved at step "
-                               f"{step} after {record['solved_seconds']:.0f} s.")
+                progress.write(f"seed {record['seed']}, λ={record['cost_per_sample']:g}: solved "
+                               f"at step {step} after {record['solved_seconds']:.0f} s.")
         return all(bool(v.get("solved")) for v in validation)
 
 
