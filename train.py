@@ -15,6 +15,7 @@ config_flags.DEFINE_config_file("config", "configs/adding.py", "Experiment confi
 flags.DEFINE_string("workdir", "workdirs/default", "Checkpoints, metrics and figures go here.")
 flags.DEFINE_bool("figures_only", False, "Only redraw the figures from the workdir's best "
                   "checkpoint (e.g. of a run stopped early), then exit.")
+flags.DEFINE_integer("member", 0, "With --figures_only: which population member to draw.")
 
 
 def main(argv):
@@ -22,7 +23,7 @@ def main(argv):
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
     logging.set_verbosity(logging.WARNING)  # orbax logs every save at INFO
     if FLAGS.figures_only:
-        for path in trainer.redraw_figures(FLAGS.config, FLAGS.workdir):
+        for path in trainer.redraw_figures(FLAGS.config, FLAGS.workdir, FLAGS.member):
             print(path)
     else:
         trainer.train_and_evaluate(FLAGS.config, FLAGS.workdir)

@@ -365,9 +365,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     return results
 
 
-def redraw_figures(config: ml_collections.ConfigDict, workdir: str) -> list[str]:
-    """Draws the figures of ``workdir``'s best checkpoint (first member), e.g. of a run that
-    was stopped before its end, and the training curves so far."""
+def redraw_figures(config: ml_collections.ConfigDict, workdir: str, member: int = 0
+                   ) -> list[str]:
+    """Draws the figures of ``workdir``'s best checkpoint (of one population member), e.g. of
+    a run that was stopped before its end, and the training curves so far."""
     workdir = os.path.abspath(workdir)
     task = data.load(config)
     cell = models.make_cell(config.model)
@@ -383,8 +384,8 @@ def redraw_figures(config: ml_collections.ConfigDict, workdir: str) -> list[str]
     restored = checkpoints.best.restore(step, args=ocp.args.Composite(
         tree=ocp.args.StandardRestore(abstract), meta=ocp.args.JsonRestore()))
     checkpoints.close()
-    first = jax.tree.map(lambda leaf: leaf[0], restored.tree["params"])
-    return figures.write_all(workdir, config, task, cell, first)
+    chosen = jax.tree.map(lambda leaf: leaf[member], restored.tree["params"])
+    return figures.write_all(workdir, config, task, cell, chosen)
 
 
 def summarize(members: list[dict]) -> list[dict]:
