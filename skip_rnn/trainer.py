@@ -61,6 +61,13 @@ def population(config: ml_collections.ConfigDict) -> list[Member]:
     return [Member(config.seed + i, float(c)) for c in costs for i in range(config.num_seeds)]
 
 
+def init_population(cell: Cell, task: TaskData, members: list[Member]) -> Params:
+    """Every member's initial parameters (from its seed), stacked: leaves ``[M, ...]``."""
+    keys = jnp.stack([jax.random.key(m.seed) for m in members])
+    return jax.vmap(lambda key: models.init_params(
+        key, cell, task.input_size, task.num_outputs, task.embedding))(keys)
+
+
 def check_config(config: ml_collections.ConfigDict, num_devices: int) -> None:
     """Rejects nonsensical values before any data is read, naming the field."""
     checks = [
@@ -331,9 +338,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         return evaluate(eval_step, params, task.eval_sets[split], config.eval_batch_size,
                         shard, task)
 
-    params = jax.vmap(lambda key: models.init_params(
-        key, cell, task.input_size, task.num_outputs, task.embedding))(
-        jnp.stack([jax.random.key(m.seed) for m in members]))
+    params = init_population(cell, task, members)
     tree = {"state": TrainState(jnp.zeros((), jnp.int32), params, jax.vmap(tx.init)(params)),
             "best_params": params}
     meta = {"members": [{**m._asdict(), "best": None, "solved_step": None,
@@ -372,9 +377,7 @@ def redraw_figures(config: ml_collections.ConfigDict, workdir: str, member: int 
     workdir = os.path.abspath(workdir)
     task = data.load(config)
     cell = models.make_cell(config.model)
-    like = jax.vmap(lambda key: models.init_params(
-        key, cell, task.input_size, task.num_outputs, task.embedding))(
-        jnp.stack([jax.random.key(m.seed) for m in population(config)]))
+    like = init_population(cell, task, population(config))
     checkpoints = Checkpoints(workdir)
     step = checkpoints.best.latest_step()
     if step is None:
