@@ -38,6 +38,7 @@ def base_config(task: str) -> ml_collections.ConfigDict:
 
     config.num_train_steps = 0  # 0: num_epochs * steps per epoch
     config.num_epochs = 0
+    config.max_train_seconds = 0.0  # also stop once training has run this long (0: no limit)
     config.eval_every = 500
     config.checkpoint_every = 1000
     config.log_every = 100

@@ -19,7 +19,6 @@ from __future__ import annotations
 import collections
 import functools
 import json
-import math
 import os
 import time
 from typing import Any, NamedTuple
@@ -91,6 +90,7 @@ def check_config(config: ml_collections.ConfigDict, num_devices: int) -> None:
          f"> 0 and divisible by the {num_devices} devices"),
         ("num_train_steps", config.num_train_steps > 0 or config.num_epochs > 0,
          "> 0, or num_epochs > 0"),
+        ("max_train_seconds", config.max_train_seconds >= 0, ">= 0 (0: no limit)"),
         ("eval_every", config.eval_every > 0, "> 0"),
         ("checkpoint_every", config.checkpoint_every > 0, "> 0"),
         ("log_every", config.log_every > 0, "> 0"),
@@ -424,29 +424,27 @@ class _TrainLoop:
         step = int(state.step)
         progress = tqdm.tqdm(total=total_steps, initial=step, desc=config.task,
                              dynamic_ncols=True, mininterval=5.0)
-        while step < total_steps:
+        unchecked = []  # (step, metrics still on the device): no host sync between logs
+        while step < total_steps and not self.out_of_time():
             state, metrics = train_step(state, step)
             step += 1
-            metrics = [{k: float(v[m]) for k, v in metrics.items()}
-                       for m in range(len(self.members))]
-            for m, values in enumerate(metrics):
-                if not (math.isfinite(values["loss"]) and math.isfinite(values["grad_norm"])):
-                    raise FloatingPointError(
-                        f"Non-finite loss ({values['loss']}) or gradient norm "
-                        f"({values['grad_norm']}) at step {step} (member {m}: "
-                        f"{self.members[m]}); stopping. The last good checkpoint in "
-                        f"{self.checkpoints.latest.directory} is kept."
-                    )
+            unchecked.append((step, metrics))
             progress.update(1)
+            done = step == total_steps or self.out_of_time()
+            validate = step % config.eval_every == 0 or done
+            save = step % config.checkpoint_every == 0 or done
+            if not (step % config.log_every == 0 or validate or save):
+                continue
+            metrics = self.check_finite(unchecked)
+            unchecked = []
             if step % config.log_every == 0:
                 self.writer.write(step, "train", self.members, metrics)
                 progress.set_postfix(loss=_mean(metrics, "loss"), metric=_mean(metrics, "metric"),
                                      updates=_mean(metrics, "updates"))
-            done = step == total_steps
-            if step % config.eval_every == 0 or done:
+            if validate:
                 all_solved = self.validate(state, step, progress)
                 done = done or (config.stop_when_solved and all_solved)
-            if step % config.checkpoint_every == 0 or done:
+            if save or done:
                 self.meta["seconds"] = time.time() - self.start_time
                 self.checkpoints.save(self.checkpoints.latest, step, {
                     "state": state, "best_params": self.best_params}, self.meta)
@@ -455,6 +453,24 @@ class _TrainLoop:
         progress.close()
         self.meta["seconds"] = time.time() - self.start_time
         return state
+
+    def check_finite(self, unchecked: list[tuple[int, dict]]) -> list[dict]:
+        """Raises at the first step with a non-finite loss or gradient norm, before anything
+        of it is logged or saved; returns the last step's metrics, one dict per member."""
+        for step, metrics in jax.device_get(unchecked):
+            for m, member in enumerate(self.members):
+                loss, grad_norm = metrics["loss"][m], metrics["grad_norm"][m]
+                if not (np.isfinite(loss) and np.isfinite(grad_norm)):
+                    raise FloatingPointError(
+                        f"Non-finite loss ({loss}) or gradient norm ({grad_norm}) at step "
+                        f"{step} (member {m}: {member}); stopping. The last good checkpoint "
+                        f"in {self.checkpoints.latest.directory} is kept.")
+        return [{k: float(v[m]) for k, v in metrics.items()} for m in range(len(self.members))]
+
+    def out_of_time(self) -> bool:
+        """True once training (all sessions of a resumed run together) ran max_train_seconds."""
+        limit = self.config.max_train_seconds
+        return limit > 0 and time.time() - self.start_time >= limit
 
     def validate(self, state: TrainState, step: int, progress) -> bool:
         """Evaluates on validation (and on test where a member improved); True if all solved."""

@@ -97,6 +97,23 @@ def test_resumed_run_equals_uninterrupted_run(tmp_path):
     assert [x["step"] for x in lines if x["split"] == "train"] == [1, 2, 3, 4]
 
 
+def test_time_limit_stops_training_then_evaluates_and_saves(tmp_path):
+    config = tiny_config("adding")
+    config.num_train_steps = 10**6
+    config.eval_every = config.checkpoint_every = 10**6
+    config.max_train_seconds = 1.0
+    start = time.time()
+    results = trainer.train_and_evaluate(config, str(tmp_path))
+    assert time.time() - start < 60
+    assert 1 <= results["steps"] < 10**6
+    assert results["members"][0]["best"]["step"] == results["steps"]
+    checkpoints = trainer.Checkpoints(str(tmp_path))
+    assert checkpoints.latest.latest_step() == results["steps"]
+    checkpoints.close()
+    again = trainer.train_and_evaluate(config, str(tmp_path))  # the limit is for all sessions
+    assert again["steps"] == results["steps"]
+
+
 _FOUR_DEVICES = """
 import json, os, sys
 sys.path.insert(0, {root!r})
