@@ -2,10 +2,13 @@
 
     python -m skip_rnn.reproduce --table=1 --workdir=workdirs/table1 [--num_seeds=4]
         [--num_train_steps=N] [--learning_rate=1e-3] [--data_dir=...] [--set=key=value ...]
+        [--models=lstm,skip_lstm] [--variants=Ts=1ms] [--collect]
 
 Each model of the table is one population run (all its λ x seeds in one jitted step, see
 :mod:`skip_rnn.trainer`) in ``<workdir>/<variant>/<model>``; rerunning resumes. The table is
 printed and written to ``<workdir>/table<N>.md`` and ``.json``, next to the paper's numbers.
+Rows can run as separate processes (``--models``, ``--variants``), e.g. side by side on one
+GPU; ``--collect`` then prints the whole table from the rows' ``results.json``.
 """
 
 from __future__ import annotations
@@ -14,7 +17,6 @@ import argparse
 import importlib
 import json
 import os
-import time
 
 import ml_collections
 
@@ -105,7 +107,8 @@ def format_rows(table: int, results: list[dict]) -> str:
     task, _, _, updates_kind = TABLES[table]
     regression_or_solved = task in ("adding", "frequency")
     lines = [f"| variant | model | λ | {'solved' if regression_or_solved else 'accuracy'} "
-             f"| state updates | paper | runs | wall-clock |", "|---|---|---|---|---|---|---|---|"]
+             f"| state updates | paper | runs | steps | wall-clock |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for r in results:
         for row in r["summary"]:
             lam = row["cost_per_sample"]
@@ -118,7 +121,8 @@ def format_rows(table: int, results: list[dict]) -> str:
             updates = f"{row[key]['mean']:.1f}{unit} ± {row[key]['std']:.1f}{unit}"
             paper = " / ".join(PAPER.get(table, {}).get((r["variant"], r["model"], lam), ("-",)))
             lines.append(f"| {r['variant']} | {r['model']} | {lam:g} | {result} | {updates} "
-                         f"| {paper} | {row['runs']} | {r['seconds'] / 60:.1f} min |")
+                         f"| {paper} | {row['runs']} | {r['steps']:,} "
+                         f"| {r['seconds'] / 60:.1f} min |")
     return "\n".join(lines)
 
 
@@ -133,22 +137,36 @@ def main() -> None:
     parser.add_argument("--set", action="append", default=[],
                         help="any config value, e.g. --set=eval_every=1000 (JSON values)")
     parser.add_argument("--models", default="", help="comma-separated subset of the rows")
+    parser.add_argument("--variants", default="", help="comma-separated subset of the variants")
+    parser.add_argument("--collect", action="store_true",
+                        help="train nothing: print the table from the rows' results.json")
     args = parser.parse_args()
     _, variants, rows, _ = TABLES[args.table]
-    chosen = set(args.models.split(",")) if args.models else None
+    models = set(args.models.split(",")) if args.models else {model for model, _ in rows}
+    chosen = set(args.variants.split(",")) if args.variants else set(variants)
+    for name, known in (("models", [m for m, _ in rows]), ("variants", list(variants))):
+        unknown = (models if name == "models" else chosen) - set(known)
+        if unknown:
+            parser.error(f"--{name}: unknown {sorted(unknown)}; table {args.table} has {known}")
     results = []
     for variant in variants:
         for model, costs in rows:
-            if chosen and model not in chosen:
+            if model not in models or variant not in chosen:
                 continue
-            config = row_config(args.table, variant, model, costs, args)
             workdir = os.path.join(args.workdir, variant.replace(" ", "_") or ".", model)
-            start = time.time()
-            print(f"== Table {args.table} {variant} {model} λ={costs} -> {workdir}")
-            result = trainer.train_and_evaluate(config, workdir)
+            if args.collect:
+                path = os.path.join(workdir, "results.json")
+                if not os.path.isfile(path):
+                    print(f"-- no {path}: row left out")
+                    continue
+                with open(path) as f:
+                    result = json.load(f)
+            else:
+                print(f"== Table {args.table} {variant} {model} λ={costs} -> {workdir}")
+                result = trainer.train_and_evaluate(
+                    row_config(args.table, variant, model, costs, args), workdir)
             results.append({"variant": variant, "model": model, "summary": result["summary"],
-                            "seconds": result["seconds"], "steps": result["steps"],
-                            "this_session_seconds": time.time() - start})
+                            "seconds": result["seconds"], "steps": result["steps"]})
     markdown = format_rows(args.table, results)
     print(markdown)
     with open(os.path.join(args.workdir, f"table{args.table}.md"), "w") as f:

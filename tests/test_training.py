@@ -195,6 +195,15 @@ def test_reproduce_prints_the_table_in_the_papers_form(tmp_path, monkeypatch, ca
     rows = json.loads((tmp_path / "table1.json").read_text())
     assert [r["runs"] for r in rows[0]["summary"]] == [2, 2]
     assert table in capsys.readouterr().out
+    (tmp_path / "table1.md").unlink()
+    monkeypatch.setattr(sys, "argv", [
+        "reproduce", "--table=1", f"--workdir={tmp_path}", "--collect"])
+    reproduce.main()  # every row's results.json that exists, nothing trained
+    assert (tmp_path / "table1.md").read_text() == table
+    assert "no " in capsys.readouterr().out  # the rows not run are named
+    monkeypatch.setattr(sys, "argv", ["reproduce", "--table=1", "--workdir=x", "--models=rnn"])
+    with pytest.raises(SystemExit):
+        reproduce.main()
 
 
 def test_best_prefers_solved_models_with_fewer_updates():

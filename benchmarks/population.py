@@ -1,0 +1,81 @@
+"""What a population costs: the trainer's jitted step with M members vs one model.
+
+The step is :func:`skip_rnn.trainer.make_steps`'s (Skip LSTM, the adding task's loss, budget
+loss, clip + Adam, ``jax.vmap`` over members), each member with its own batch of the paper's
+size 256. Every M is compiled and warmed up, then the M are timed in alternation,
+``--repeats`` rounds of ``--steps`` back-to-back steps; medians quoted. A ratio near 1 for
+M = 4 means four seeds cost barely more than one (a GPU's spare parallelism); near 4, that
+they cost four runs (a small CPU).
+
+    python -m benchmarks.population [--lengths=50,784] [--members=1,4,8] [--repeats=5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import time
+
+import jax
+import numpy as np
+from jax.sharding import Mesh
+
+from configs import adding
+from skip_rnn import data, models, trainer
+
+
+def timed_steps(config, num_members: int, steps: int):
+    """A function running ``steps`` training steps of an M-member population, and its state."""
+    config.num_seeds = num_members
+    task = data.load(config)
+    cell = models.make_cell(config.model)
+    members = trainer.population(config)
+    mesh = Mesh(np.array(jax.devices()[:1]), ("batch",))
+    tx, train_step, _ = trainer.make_steps(cell, config, task, members, mesh)
+    params = trainer.init_population(cell, task, members)
+    state = trainer.TrainState(jax.numpy.zeros((), "int32"), params, jax.vmap(tx.init)(params))
+    batches = [task.train_batch(m.seed, 0) for m in members]
+    batch = jax.device_put(data.Batch(*(None if a[0] is None else np.stack(a)
+                                        for a in zip(*batches, strict=True))))
+
+    def run(state):
+        for _ in range(steps):
+            state, metrics = train_step(state, batch)
+        return jax.block_until_ready((state, metrics))[0]
+
+    return run, run(state)  # the first call compiles
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--lengths", default="50,784", help="sequence lengths T")
+    parser.add_argument("--members", default="1,4,8")
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--steps", type=int, default=10, help="steps per timed block")
+    args = parser.parse_args()
+    sizes = [int(m) for m in args.members.split(",")]
+    print(f"# {platform.machine()}, {jax.devices()[0].device_kind}, jax {jax.__version__}; "
+          f"Skip LSTM H=110, batch 256 per member")
+    print("| T | members | ms / step | vs 1 member | ms / member-step |")
+    print("|---|---|---|---|---|")
+    for length in [int(t) for t in args.lengths.split(",")]:
+        config = adding.get_config()
+        config.data.seq_length = length
+        config.data.num_eval = 1
+        runners = {m: timed_steps(config, m, args.steps) for m in sizes}
+        states = {m: state for m, (_, state) in runners.items()}
+        times = {m: [] for m in sizes}
+        for _ in range(args.repeats):  # alternate the population sizes
+            for m, (run, _) in runners.items():
+                start = time.perf_counter()
+                states[m] = run(states[m])
+                times[m].append((time.perf_counter() - start) / args.steps)
+        base = float(np.median(times[sizes[0]]))
+        for m in sizes:
+            ms = 1e3 * float(np.median(times[m]))
+            print(f"| {length} | {m} | {ms:.2f} | {ms / 1e3 / base:.2f} | {ms / m:.2f} |",
+                  flush=True)
+
+
+if __name__ == "__main__":
+    main()
