@@ -6,6 +6,9 @@
 - ``updates.png`` (every task): the update gates ``u_t`` of held-out sequences as a raster.
 - ``curves.png`` (every task): validation metric and % of state updates over training, one
   line per population member (from ``metrics.jsonl``).
+
+:func:`tradeoff` draws a whole table (``python -m skip_rnn.reproduce``): test metric against
+state updates, mean ± std over seeds, one point per model and λ.
 """
 
 from __future__ import annotations
@@ -105,6 +108,24 @@ def curves(path: str, metrics_path: str, metric_name: str) -> str:
     ax_metric.set(xlabel="training step", ylabel=f"validation {metric_name}")
     ax_updates.set(xlabel="training step", ylabel="state updates (%)", ylim=(0, 105))
     ax_updates.legend(fontsize=7)
+    return _save(fig, path)
+
+
+def tradeoff(path: str, rows: list[dict], metric_name: str, title: str) -> str:
+    """Test metric against % of state updates, one error-barred point per (variant, model, λ).
+
+    ``rows``: ``{"label": str, "metric": {"mean", "std"}, "updates_percent": {"mean", "std"}}``.
+    """
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for row in rows:
+        x, y = row["updates_percent"], row["metric"]
+        ax.errorbar(x["mean"], y["mean"], xerr=x["std"], yerr=y["std"], fmt="o", capsize=3,
+                    label=row["label"])
+    if metric_name == "MSE":
+        ax.set_yscale("log")
+    ax.set(xlabel="state updates (%, test)", ylabel=f"test {metric_name}", xlim=(0, 105),
+           title=title)
+    ax.legend(fontsize=7)
     return _save(fig, path)
 
 

@@ -6,7 +6,8 @@
 
 Each model of the table is one population run (all its λ x seeds in one jitted step, see
 :mod:`skip_rnn.trainer`) in ``<workdir>/<variant>/<model>``; rerunning resumes. The table is
-printed and written to ``<workdir>/table<N>.md`` and ``.json``, next to the paper's numbers.
+printed and written to ``<workdir>/table<N>.md`` and ``.json``, next to the paper's numbers,
+and drawn as test metric against state updates in ``<workdir>/table<N>.png``.
 Rows can run as separate processes (``--models``, ``--variants``), e.g. side by side on one
 GPU; ``--collect`` then prints the whole table from the rows' ``results.json``.
 """
@@ -20,7 +21,7 @@ import os
 
 import ml_collections
 
-from skip_rnn import trainer
+from skip_rnn import figures, trainer
 
 # table: (task, variants (config.data overrides), rows (model, λs), what the paper reports)
 TABLES = {
@@ -173,6 +174,13 @@ def main() -> None:
         f.write(markdown + "\n")
     with open(os.path.join(args.workdir, f"table{args.table}.json"), "w") as f:
         json.dump(results, f, indent=2)
+    task = TABLES[args.table][0]
+    points = [{**row, "label": " ".join(filter(None, (r["variant"], r["model"],
+                                                      f"λ={row['cost_per_sample']:g}")))}
+              for r in results for row in r["summary"]]
+    figures.tradeoff(os.path.join(args.workdir, f"table{args.table}.png"), points,
+                     "MSE" if task == "adding" else "accuracy",
+                     f"Table {args.table} ({task}): mean ± std over seeds")
 
 
 if __name__ == "__main__":

@@ -200,6 +200,7 @@ def test_reproduce_prints_the_table_in_the_papers_form(tmp_path, monkeypatch, ca
         "reproduce", "--table=1", f"--workdir={tmp_path}", "--collect"])
     reproduce.main()  # every row's results.json that exists, nothing trained
     assert (tmp_path / "table1.md").read_text() == table
+    assert (tmp_path / "table1.png").stat().st_size > 0
     assert "no " in capsys.readouterr().out  # the rows not run are named
     monkeypatch.setattr(sys, "argv", ["reproduce", "--table=1", "--workdir=x", "--models=rnn"])
     with pytest.raises(SystemExit):
