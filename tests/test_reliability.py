@@ -97,6 +97,7 @@ def test_unwritable_workdir_fails_at_start_up(tmp_path):
 def test_non_finite_loss_stops_at_its_step_and_keeps_last_checkpoint(tmp_path, monkeypatch):
     config = tiny_config("adding")
     config.num_train_steps = 6
+    config.log_every = 100  # metrics are fetched only at the step-2/4/6 evaluations and saves
     load = trainer.data.load
 
     def poisoned(config):
