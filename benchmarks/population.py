@@ -55,12 +55,15 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=10, help="steps per timed block")
     args = parser.parse_args()
     sizes = [int(m) for m in args.members.split(",")]
+    if args.steps < 1 or args.repeats < 1 or min(sizes) < 1:
+        parser.error("--steps, --repeats and every --members must be >= 1")
+    config = adding.get_config()
     print(f"# {platform.machine()}, {jax.devices()[0].device_kind}, jax {jax.__version__}; "
-          f"Skip LSTM H=110, batch 256 per member")
-    print("| T | members | ms / step | vs 1 member | ms / member-step |")
+          f"{config.model.cell} H={config.model.hidden_size}, batch {config.batch_size} "
+          f"per member")
+    print(f"| T | members | ms / step | vs {sizes[0]} member(s) | ms / member-step |")
     print("|---|---|---|---|---|")
     for length in [int(t) for t in args.lengths.split(",")]:
-        config = adding.get_config()
         config.data.seq_length = length
         config.data.num_eval = 1
         runners = {m: timed_steps(config, m, args.steps) for m in sizes}
@@ -71,11 +74,10 @@ def main() -> None:
                 start = time.perf_counter()
                 states[m] = run(states[m])
                 times[m].append((time.perf_counter() - start) / args.steps)
-        base = float(np.median(times[sizes[0]]))
-        for m in sizes:
-            ms = 1e3 * float(np.median(times[m]))
-            print(f"| {length} | {m} | {ms:.2f} | {ms / 1e3 / base:.2f} | {ms / m:.2f} |",
-                  flush=True)
+        medians = {m: float(np.median(times[m])) for m in sizes}
+        for m, seconds in medians.items():
+            print(f"| {length} | {m} | {1e3 * seconds:.2f} | {seconds / medians[sizes[0]]:.2f} "
+                  f"| {1e3 * seconds / m:.2f} |", flush=True)
 
 
 if __name__ == "__main__":

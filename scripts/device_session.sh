@@ -1,7 +1,8 @@
 #!/bin/bash
 # One pass on one lent GPU (about 9 minutes), as run for RESULTS.md and BENCHMARKS.md:
 #   1. the GPU rows of the benchmarks, on the quiet device, one after another;
-#   2. then, side by side as separate processes (one population of 4 seeds each): Table 1 (every
+#   2. then, side by side as separate processes (one population of 4 seeds each; chosen to fit
+#      the time box, though each process then runs ≈10x slower than alone): Table 1 (every
 #      row), Table 2 at Ts = 1 ms (every row) and sequential MNIST (Skip LSTM, Skip GRU,
 #      λ = 1e-4), each trained for what is left of the END seconds after step 1, less time for
 #      its last evaluation and figures, then evaluated and drawn;
@@ -34,6 +35,7 @@ python3 -m skip_rnn.reproduce --table=1 --workdir=$W/smoke --num_seeds=2 --model
 
 train_seconds=$((END - SECONDS - 120))  # start-up, compiling, last evaluation, figures, packing
 limit=$((END - SECONDS - 30))  # a row still running then is killed, its results.json lost
+(( train_seconds >= 30 )) || { echo "only $train_seconds s left to train: END is too short"; exit 1; }
 echo "training for $train_seconds s, killed after $limit s"
 run() {  # run <log name> <reproduce arguments...>
   timeout $limit python3 -m skip_rnn.reproduce "${@:2}" \

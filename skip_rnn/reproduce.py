@@ -8,8 +8,9 @@ Each model of the table is one population run (all its λ x seeds in one jitted 
 :mod:`skip_rnn.trainer`) in ``<workdir>/<variant>/<model>``; rerunning resumes. The table is
 printed and written to ``<workdir>/table<N>.md`` and ``.json``, next to the paper's numbers,
 and drawn as test metric against state updates in ``<workdir>/table<N>.png``.
-Rows can run as separate processes (``--models``, ``--variants``), e.g. side by side on one
-GPU; ``--collect`` then prints the whole table from the rows' ``results.json``.
+Rows can also run as separate commands (``--models``, ``--variants``), which print their rows
+only; ``--collect`` then prints and writes the whole table from the rows' ``results.json``.
+On one GPU run them one after another: processes side by side each run ≈10x slower.
 """
 
 from __future__ import annotations
@@ -142,19 +143,22 @@ def main() -> None:
     parser.add_argument("--collect", action="store_true",
                         help="train nothing: print the table from the rows' results.json")
     args = parser.parse_args()
-    _, variants, rows, _ = TABLES[args.table]
-    models = set(args.models.split(",")) if args.models else {model for model, _ in rows}
-    chosen = set(args.variants.split(",")) if args.variants else set(variants)
-    for name, known in (("models", [m for m, _ in rows]), ("variants", list(variants))):
-        unknown = (models if name == "models" else chosen) - set(known)
-        if unknown:
-            parser.error(f"--{name}: unknown {sorted(unknown)}; table {args.table} has {known}")
+    task, variants, rows, _ = TABLES[args.table]
+    known_models, known_variants = [m for m, _ in rows], [_dirname(v) for v in variants]
+    chosen_models = set(args.models.split(",")) if args.models else set(known_models)
+    chosen_variants = ({_dirname(v) for v in args.variants.split(",")} if args.variants
+                       else set(known_variants))
+    for name, chosen, known in (("models", chosen_models, known_models),
+                                ("variants", chosen_variants, known_variants)):
+        if chosen - set(known):
+            parser.error(f"--{name}: unknown {sorted(chosen - set(known))}; "
+                         f"table {args.table} has {known}")
     results = []
     for variant in variants:
         for model, costs in rows:
-            if model not in models or variant not in chosen:
+            if model not in chosen_models or _dirname(variant) not in chosen_variants:
                 continue
-            workdir = os.path.join(args.workdir, variant.replace(" ", "_") or ".", model)
+            workdir = os.path.join(args.workdir, _dirname(variant) or ".", model)
             if args.collect:
                 path = os.path.join(workdir, "results.json")
                 if not os.path.isfile(path):
@@ -168,20 +172,33 @@ def main() -> None:
                     row_config(args.table, variant, model, costs, args), workdir)
             results.append({"variant": variant, "model": model, "summary": result["summary"],
                             "seconds": result["seconds"], "steps": result["steps"]})
-    markdown = format_rows(args.table, results)
-    print(markdown)
-    with open(os.path.join(args.workdir, f"table{args.table}.md"), "w") as f:
-        f.write(markdown + "\n")
-    with open(os.path.join(args.workdir, f"table{args.table}.json"), "w") as f:
+    if args.collect and not results:
+        parser.error(f"--collect: no row of table {args.table} has a results.json under "
+                     f"{args.workdir!r}")
+    print(format_rows(args.table, results))
+    if args.collect or not (args.models or args.variants):
+        write_table(args.table, task, results, args.workdir)
+    else:  # rows run side by side would overwrite each other's files
+        print(f"Rows run separately: `--collect` writes {args.workdir}/table{args.table}.*")
+
+
+def write_table(table: int, task: str, results: list[dict], workdir: str) -> None:
+    """``table<N>.md``, ``.json`` and ``.png`` (test metric against state updates)."""
+    with open(os.path.join(workdir, f"table{table}.md"), "w") as f:
+        f.write(format_rows(table, results) + "\n")
+    with open(os.path.join(workdir, f"table{table}.json"), "w") as f:
         json.dump(results, f, indent=2)
-    task = TABLES[args.table][0]
     points = [{**row, "label": " ".join(filter(None, (r["variant"], r["model"],
                                                       f"λ={row['cost_per_sample']:g}")))}
               for r in results for row in r["summary"]]
-    figures.tradeoff(os.path.join(args.workdir, f"table{args.table}.png"), points,
+    figures.tradeoff(os.path.join(workdir, f"table{table}.png"), points,
                      "MSE" if task == "adding" else "accuracy",
-                     f"Table {args.table} ({task}): mean ± std over seeds")
+                     f"Table {table} ({task}): mean ± std over seeds")
 
+
+def _dirname(variant: str) -> str:
+    """A variant as ``--variants`` and the workdir spell it: ``length 200`` -> ``length_200``."""
+    return variant.replace(" ", "_")
 
 if __name__ == "__main__":
     main()

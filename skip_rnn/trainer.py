@@ -425,12 +425,18 @@ class _TrainLoop:
         progress = tqdm.tqdm(total=total_steps, initial=step, desc=config.task,
                              dynamic_ncols=True, mininterval=5.0)
         unchecked = []  # (step, metrics still on the device): no host sync between logs
-        while step < total_steps and not self.out_of_time():
+        out_of_time = self.out_of_time()
+        if out_of_time and step < total_steps:
+            progress.write(f"config.max_train_seconds={config.max_train_seconds:g} is spent "
+                           f"({self.meta['seconds']:.0f} s trained): nothing to train. Raise "
+                           f"it to go on from step {step}.")
+        while step < total_steps and not out_of_time:
             state, metrics = train_step(state, step)
             step += 1
             unchecked.append((step, metrics))
             progress.update(1)
-            done = step == total_steps or self.out_of_time()
+            out_of_time = self.out_of_time()  # read once a step: the loop ends only via done
+            done = step == total_steps or out_of_time
             validate = step % config.eval_every == 0 or done
             save = step % config.checkpoint_every == 0 or done
             if not (step % config.log_every == 0 or validate or save):
@@ -444,7 +450,7 @@ class _TrainLoop:
             if validate:
                 all_solved = self.validate(state, step, progress)
                 done = done or (config.stop_when_solved and all_solved)
-            if save or done:
+            if save or done:  # done: also when stop_when_solved just ended the run
                 self.meta["seconds"] = time.time() - self.start_time
                 self.checkpoints.save(self.checkpoints.latest, step, {
                     "state": state, "best_params": self.best_params}, self.meta)
@@ -468,7 +474,8 @@ class _TrainLoop:
         return [{k: float(v[m]) for k, v in metrics.items()} for m in range(len(self.members))]
 
     def out_of_time(self) -> bool:
-        """True once training (all sessions of a resumed run together) ran max_train_seconds."""
+        """True once training ran max_train_seconds: compiling, evaluating and checkpointing
+        count, data loading does not; a resumed run adds its sessions up to their last saves."""
         limit = self.config.max_train_seconds
         return limit > 0 and time.time() - self.start_time >= limit
 

@@ -97,21 +97,23 @@ def test_resumed_run_equals_uninterrupted_run(tmp_path):
     assert [x["step"] for x in lines if x["split"] == "train"] == [1, 2, 3, 4]
 
 
-def test_time_limit_stops_training_then_evaluates_and_saves(tmp_path):
+def test_time_limit_stops_training_then_evaluates_and_saves(tmp_path, monkeypatch, capsys):
     config = tiny_config("adding")
-    config.num_train_steps = 10**6
-    config.eval_every = config.checkpoint_every = 10**6
-    config.max_train_seconds = 1.0
-    start = time.time()
+    config.num_train_steps = 10
+    config.max_train_seconds = 60.0
+    clock = iter(range(100))  # out_of_time is read before the loop, then once a step
+    monkeypatch.setattr(trainer._TrainLoop, "out_of_time", lambda self: next(clock) >= 3)
     results = trainer.train_and_evaluate(config, str(tmp_path))
-    assert time.time() - start < 60
-    assert 1 <= results["steps"] < 10**6
-    assert results["members"][0]["best"]["step"] == results["steps"]
+    assert results["steps"] == 3  # neither an eval_every nor a checkpoint_every step (2) ...
+    lines = [json.loads(x) for x in open(tmp_path / "metrics.jsonl")]
+    assert [x["step"] for x in lines if x["split"] == "validation"] == [2, 3]  # ... still both
     checkpoints = trainer.Checkpoints(str(tmp_path))
-    assert checkpoints.latest.latest_step() == results["steps"]
+    assert checkpoints.latest.latest_step() == 3
     checkpoints.close()
-    again = trainer.train_and_evaluate(config, str(tmp_path))  # the limit is for all sessions
-    assert again["steps"] == results["steps"]
+    monkeypatch.undo()
+    config.max_train_seconds = 1e-3  # already spent by the first session: nothing more
+    assert trainer.train_and_evaluate(config, str(tmp_path))["steps"] == 3
+    assert "max_train_seconds=0.001 is spent" in capsys.readouterr().out
 
 
 _FOUR_DEVICES = """
@@ -189,23 +191,23 @@ def test_reproduce_prints_the_table_in_the_papers_form(tmp_path, monkeypatch, ca
         "--num_train_steps=2", "--set=eval_every=2", "--set=data.seq_length=10",
         "--set=data.num_eval=8", "--set=model.hidden_size=4", "--set=batch_size=8",
         "--set=eval_batch_size=8", "--set=num_figure_examples=0"])
-    reproduce.main()
-    table = (tmp_path / "table1.md").read_text()
-    assert "| skip_gru | 1e-05 |" in table and "Yes / 50.7% ± 2.6%" in table
-    rows = json.loads((tmp_path / "table1.json").read_text())
-    assert [r["runs"] for r in rows[0]["summary"]] == [2, 2]
-    assert table in capsys.readouterr().out
-    (tmp_path / "table1.md").unlink()
+    reproduce.main()  # one row: printed, no table files (rows may run side by side)
+    printed = capsys.readouterr().out
+    assert "| skip_gru | 1e-05 |" in printed and "Yes / 50.7% ± 2.6%" in printed
+    assert not (tmp_path / "table1.md").exists()
     monkeypatch.setattr(sys, "argv", [
         "reproduce", "--table=1", f"--workdir={tmp_path}", "--collect"])
     reproduce.main()  # every row's results.json that exists, nothing trained
-    assert (tmp_path / "table1.md").read_text() == table
+    table = (tmp_path / "table1.md").read_text()
+    assert table in printed
+    rows = json.loads((tmp_path / "table1.json").read_text())
+    assert [r["runs"] for r in rows[0]["summary"]] == [2, 2]
     assert (tmp_path / "table1.png").stat().st_size > 0
-    assert "no " in capsys.readouterr().out  # the rows not run are named
-    monkeypatch.setattr(sys, "argv", ["reproduce", "--table=1", "--workdir=x", "--models=rnn"])
-    with pytest.raises(SystemExit):
-        reproduce.main()
-
+    assert "row left out" in capsys.readouterr().out  # the rows not run are named
+    for wrong in (["--models=rnn"], ["--variants=Ts=2ms"], ["--collect", "--workdir=nowhere"]):
+        monkeypatch.setattr(sys, "argv", ["reproduce", "--table=1", "--workdir=x", *wrong])
+        with pytest.raises(SystemExit):
+            reproduce.main()
 
 def test_best_prefers_solved_models_with_fewer_updates():
     adding = trainer.data.TaskData(None, {}, 2, 1, solved=lambda mse: mse < 0.01)
