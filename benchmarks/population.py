@@ -17,7 +17,6 @@ import platform
 import time
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh
 
@@ -34,10 +33,8 @@ def timed_steps(config, num_members: int, steps: int):
     mesh = Mesh(np.array(jax.devices()[:1]), ("batch",))
     tx, train_step, _ = trainer.make_steps(cell, config, task, members, mesh)
     params = trainer.init_population(cell, task, members)
-    state = trainer.TrainState(jnp.zeros((), jnp.int32), params, jax.vmap(tx.init)(params))
-    batches = [task.train_batch(m.seed, 0) for m in members]
-    batch = jax.device_put(data.Batch(*(None if a[0] is None else np.stack(a)
-                                        for a in zip(*batches, strict=True))))
+    state = trainer.initial_train_state(tx, params)
+    batch = jax.device_put(trainer.stack_members([task.train_batch(m.seed, 0) for m in members]))
 
     def run(state):
         for _ in range(steps):

@@ -175,17 +175,19 @@ def main() -> None:
     if args.collect and not results:
         parser.error(f"--collect: no row of table {args.table} has a results.json under "
                      f"{args.workdir!r}")
-    print(format_rows(args.table, results))
+    markdown = format_rows(args.table, results)
+    print(markdown)
     if args.collect or not (args.models or args.variants):
-        write_table(args.table, task, results, args.workdir)
+        write_table(args.table, task, results, markdown, args.workdir)
     else:  # rows run side by side would overwrite each other's files
         print(f"Rows run separately: `--collect` writes {args.workdir}/table{args.table}.*")
 
 
-def write_table(table: int, task: str, results: list[dict], workdir: str) -> None:
+def write_table(table: int, task: str, results: list[dict], markdown: str, workdir: str
+                ) -> None:
     """``table<N>.md``, ``.json`` and ``.png`` (test metric against state updates)."""
     with open(os.path.join(workdir, f"table{table}.md"), "w") as f:
-        f.write(format_rows(table, results) + "\n")
+        f.write(markdown + "\n")
     with open(os.path.join(workdir, f"table{table}.json"), "w") as f:
         json.dump(results, f, indent=2)
     points = [{**row, "label": " ".join(filter(None, (r["variant"], r["model"],
@@ -199,6 +201,7 @@ def write_table(table: int, task: str, results: list[dict], workdir: str) -> Non
 def _dirname(variant: str) -> str:
     """A variant as ``--variants`` and the workdir spell it: ``length 200`` -> ``length_200``."""
     return variant.replace(" ", "_")
+
 
 if __name__ == "__main__":
     main()

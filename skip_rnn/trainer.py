@@ -67,6 +67,16 @@ def init_population(cell: Cell, task: TaskData, members: list[Member]) -> Params
         key, cell, task.input_size, task.num_outputs, task.embedding))(keys)
 
 
+def initial_train_state(tx: optax.GradientTransformation, params: Params) -> TrainState:
+    """Step 0 of a population: ``params`` leaves ``[M, ...]``, one optimizer state each."""
+    return TrainState(jnp.zeros((), jnp.int32), params, jax.vmap(tx.init)(params))
+
+
+def stack_members(batches: list[Batch]) -> Batch:
+    """One batch per member -> one batch with leaves ``[M, B, ...]``."""
+    return Batch(*(None if a[0] is None else np.stack(a) for a in zip(*batches, strict=True)))
+
+
 def check_config(config: ml_collections.ConfigDict, num_devices: int) -> None:
     """Rejects nonsensical values before any data is read, naming the field."""
     checks = [
@@ -330,17 +340,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     def train_step_at(state: TrainState, step: int):
         seeds = [config.seed if config.same_data else m.seed for m in members]
         batches = [task.train_batch(seed, step) for seed in seeds]
-        stacked = Batch(*(None if a[0] is None else np.stack(a)
-                          for a in zip(*batches, strict=True)))
-        return train_step(state, shard(stacked, PartitionSpec(None, "batch")))
+        return train_step(state, shard(stack_members(batches), PartitionSpec(None, "batch")))
 
     def evaluate_split(params: Params, split: str) -> list[dict]:
         return evaluate(eval_step, params, task.eval_sets[split], config.eval_batch_size,
                         shard, task)
 
     params = init_population(cell, task, members)
-    tree = {"state": TrainState(jnp.zeros((), jnp.int32), params, jax.vmap(tx.init)(params)),
-            "best_params": params}
+    tree = {"state": initial_train_state(tx, params), "best_params": params}
     meta = {"members": [{**m._asdict(), "best": None, "solved_step": None,
                          "solved_seconds": None} for m in members], "seconds": 0.0}
     checkpoints = Checkpoints(workdir)

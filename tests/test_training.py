@@ -209,6 +209,7 @@ def test_reproduce_prints_the_table_in_the_papers_form(tmp_path, monkeypatch, ca
         with pytest.raises(SystemExit):
             reproduce.main()
 
+
 def test_best_prefers_solved_models_with_fewer_updates():
     adding = trainer.data.TaskData(None, {}, 2, 1, solved=lambda mse: mse < 0.01)
     unsolved = {"metric": 0.5, "updates_mean": 10.0, "solved": False}
