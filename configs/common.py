@@ -18,6 +18,7 @@ def base_config(task: str) -> ml_collections.ConfigDict:
     config.model.update_bias = 1.0  # initial b_p: every step updates at the start
     config.model.binarize = "round"  # round | bernoulli
     config.model.max_updates = 0  # hard budget per sequence; 0: none
+    config.model.gradient = "eq5"  # eq5 (the paper's text) | reference_code (the authors' code)
     config.model.embedding_size = 0  # token tasks only (IMDB: 300)
     config.model.dropout = 0.0  # on the last state, before the classifier
 

@@ -26,7 +26,8 @@ def make_cell(model: ml_collections.ConfigDict) -> Cell:
     layers = [{"lstm": lstm, "gru": gru}[kind](model.hidden_size) for _ in range(model.num_layers)]
     cell = layers[0] if len(layers) == 1 else stack(layers, model.gate_layers)
     if model.cell.startswith("skip_"):
-        cell = skip(cell, model.binarize, model.update_bias, model.max_updates or None)
+        cell = skip(cell, model.binarize, model.update_bias, model.max_updates or None,
+                    model.gradient)
     return cell
 
 

@@ -10,6 +10,17 @@ r"""The Skip RNN wrapper (paper §3, eqs. 2-7).
 with ``ũ_1 = 1`` (the first step always updates) and, when ``u_t = 0``, ``Δũ_t = Δũ_{t-1}``
 carried over (Fig. 1d). ``f_binarize`` has a straight-through gradient (eq. 7).
 
+Two gradient forms, with the same forward values bit for bit (``skip(..., gradient=)``):
+
+* ``"eq5"``: eq. 5 as printed, differentiated as written.
+* ``"reference_code"``: the recurrence of the authors' TensorFlow code, which produced the
+  paper's tables (``imatge-upc/skiprnn-2017-telecombcn``, ``src/rnn_cells/skip_rnn_cells.py``).
+  It carries ``(1 - u_t)·ũ_t`` and ``Δũ_t``, and
+  ``ũ_{t+1} = (1 - u_t)·ũ_t + min(Δũ_t, 1 - (1 - u_t)·ũ_t)``: equal to eq. 5 for ``u_t`` in
+  {0, 1}, but its straight-through gradient through ``u_t`` differs (e.g. Skip LSTM, ``W_p = 0``,
+  ``b_p = 1``, ``s = σ(1)``: ``∂u_3/∂b_p`` is ``s·s'`` with eq. 5 and ``(1 - s)·s'`` with
+  the authors' code, ``s' = s(1 - s)``).
+
 After ``k`` consecutive skips eq. 5 equals ``min((k + 1)·Δũ, 1)``. The forward pass takes
 ``ũ`` in that closed form (the backward pass is eq. 5's own gradient), so that the number of
 skips after an update is *exactly* eq. 6 in floating point, ``skips_after_update(Δũ)``, and
@@ -25,6 +36,8 @@ import jax
 import jax.numpy as jnp
 
 from skip_rnn.base import Array, Cell, Output, Params, PRNGKey, State
+
+GRADIENTS = ("eq5", "reference_code")
 
 # Counts of skips saturate here: float32 represents every integer up to 2**24 exactly.
 _MAX_STEPS = 2**24
@@ -102,6 +115,7 @@ def skip(
     binarize: Literal["round", "bernoulli"] = "round",
     update_bias: float = 1.0,
     max_updates: int | None = None,
+    gradient: Literal["eq5", "reference_code"] = "eq5",
 ) -> SkipCell:
     """Wraps ``cell`` into a Skip RNN cell (eqs. 2-5).
 
@@ -116,6 +130,9 @@ def skip(
         ``"bernoulli"`` (``u ~ Bernoulli(ũ)``; ``step`` then needs a ``key``).
       update_bias: initial ``b_p``.
       max_updates: hard budget (§5): once a sequence made this many updates, ``u_t = 0``.
+      gradient: how ``ũ_{t+1}`` is differentiated: ``"eq5"`` (the paper's text) or
+        ``"reference_code"`` (the authors' code, see the module docstring); forward values
+        are the same.
 
     Example:
       >>> import jax, jax.numpy as jnp, skip_rnn as sr
@@ -129,6 +146,8 @@ def skip(
         raise ValueError(f"skip: `binarize` must be 'round' or 'bernoulli', got {binarize!r}.")
     if max_updates is not None and (not isinstance(max_updates, int) or max_updates < 1):
         raise ValueError(f"skip: `max_updates` must be a positive integer, got {max_updates!r}.")
+    if gradient not in GRADIENTS:
+        raise ValueError(f"skip: `gradient` must be one of {GRADIENTS}, got {gradient!r}.")
 
     def init(key: PRNGKey, input_size: int) -> Params:
         k_cell, k_gate = jax.random.split(key)
@@ -152,11 +171,11 @@ def skip(
         cell_state = jax.tree.map(lambda new, old: select(u, new, old), candidate, state.cell)
         delta_u = select(u, new_delta_u, state.delta_u)
         num_skips = jnp.where(hard > 0, 0, state.num_skips + 1)
-        eq5 = u * delta_u + (1 - u) * (state.u_tilde + jnp.minimum(delta_u, 1 - state.u_tilde))
         closed_form = jnp.minimum((num_skips + 1).astype(delta_u.dtype) * delta_u, 1)
         new_state = SkipState(
             cell=cell_state,
-            u_tilde=straight_through(eq5, closed_form),
+            u_tilde=straight_through(next_u_tilde(gradient, u, state.u_tilde, delta_u),
+                                     closed_form),
             delta_u=delta_u,
             num_skips=num_skips,
             num_updates=state.num_updates + hard.astype(jnp.int32),
@@ -172,6 +191,15 @@ def skip(
         binarize=binarize,
         max_updates=max_updates,
     )
+
+
+def next_u_tilde(gradient: str, u: Array, u_tilde: Array, delta_u: Array) -> Array:
+    """``ũ_{t+1}`` from ``u_t``, ``ũ_t`` and ``Δũ_t`` (all ``[B]``), in the form whose gradient
+    ``gradient`` names: eq. 5 as printed, or the authors' code (``cum = (1 - u)·ũ`` carried)."""
+    if gradient == "eq5":
+        return u * delta_u + (1 - u) * (u_tilde + jnp.minimum(delta_u, 1 - u_tilde))
+    carried = (1 - u) * u_tilde
+    return carried + jnp.minimum(delta_u, 1 - carried)
 
 
 def update_probability_delta(params: Params, gate_input: Array) -> Array:

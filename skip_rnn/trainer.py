@@ -35,6 +35,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from skip_rnn import budget, data, figures, models
 from skip_rnn.base import Array, Cell, Params
 from skip_rnn.data import Batch, TaskData
+from skip_rnn.skip import GRADIENTS
 
 BUDGET_LOSSES = ("cost_per_sample", "l1", "l2", "time_weighted")
 
@@ -83,6 +84,7 @@ def check_config(config: ml_collections.ConfigDict, num_devices: int) -> None:
         ("task", config.task in data.base.TASKS, f"one of {data.base.TASKS}"),
         ("model.cell", config.model.cell in models.CELLS, f"one of {models.CELLS}"),
         ("model.binarize", config.model.binarize in ("round", "bernoulli"), "round | bernoulli"),
+        ("model.gradient", config.model.gradient in GRADIENTS, " | ".join(GRADIENTS)),
         ("budget_loss", config.budget_loss in BUDGET_LOSSES, f"one of {BUDGET_LOSSES}"),
         ("cost_per_sample", config.cost_per_sample >= 0, ">= 0"),
         ("costs_per_sample", all(c >= 0 for c in config.costs_per_sample), "all >= 0"),

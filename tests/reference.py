@@ -1,33 +1,39 @@
-"""An independent NumPy reference of the paper's equations, one sequence and one step at a time.
+"""Independent references of the paper's equations, one step at a time, in float64.
 
-Written from §3 of the paper (eqs. 1-5), not from the library: plain Python loops, float64,
-eq. 5 accumulated literally (``ũ + min(Δũ, 1 − ũ)``), ``round`` with ties up (eq. 6's ``≥``).
+Written from §3 of the paper (eqs. 1-5) and from the authors' TensorFlow code, not from the
+library: plain Python loops, eq. 5 accumulated literally (``ũ + min(Δũ, 1 − ũ)``), ``round``
+with ties up (eq. 6's ``≥``). :func:`run_stack` is NumPy, for forward values;
+:func:`skip_gradient_reference` is the same recurrence in ``jax.numpy`` (for ``jax.grad``),
+in the paper's form and in the authors' form.
 """
 
 from __future__ import annotations
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 
 
 def sigmoid(x):
-    return 1.0 / (1.0 + np.exp(-x))
+    xp = jnp if isinstance(x, jax.Array) else np
+    return 1.0 / (1.0 + xp.exp(-x))
 
 
-def lstm_step(p, state, x):
+def lstm_step(p, state, x, xp=np):
     c, h = state
     z = x @ p["w_x"] + h @ p["w_h"] + p["b"]
-    i, f, g, o = np.split(z, 4)
-    c = sigmoid(f) * c + sigmoid(i) * np.tanh(g)
-    h = sigmoid(o) * np.tanh(c)
+    i, f, g, o = xp.split(z, 4, axis=-1)
+    c = sigmoid(f) * c + sigmoid(i) * xp.tanh(g)
+    h = sigmoid(o) * xp.tanh(c)
     return (c, h)
 
 
-def gru_step(p, h, x):
-    x_r, x_z, x_n = np.split(x @ p["w_x"] + p["b"], 3)
-    h_r, h_z, h_n = np.split(h @ p["w_h"], 3)
+def gru_step(p, h, x, xp=np):
+    x_r, x_z, x_n = xp.split(x @ p["w_x"] + p["b"], 3, axis=-1)
+    h_r, h_z, h_n = xp.split(h @ p["w_h"], 3, axis=-1)
     r = sigmoid(x_r + h_r)
     z = sigmoid(x_z + h_z)
-    n = np.tanh(x_n + r * (h_n + p["b_hn"]))
+    n = xp.tanh(x_n + r * (h_n + p["b_hn"]))
     return (1 - z) * n + z * h
 
 
@@ -83,3 +89,50 @@ def to_numpy(tree):
     if isinstance(tree, tuple) and hasattr(tree, "_fields"):
         return type(tree)(*(np.asarray(v, np.float64) for v in tree))
     return np.asarray(tree, np.float64)
+
+
+def skip_gradient_reference(kinds, layer_params, skip_params, xs, gradient):
+    """A batch ``xs`` ``[B, T, F]`` through a skip-wrapped stack, in ``jax.numpy``, literally.
+
+    ``gradient="eq5"``: eqs. 2-5 as printed, ``Δũ_t = u_t·σ(W_p s_t + b_p) + (1 − u_t)·Δũ_{t−1}``.
+    ``gradient="reference_code"``: the authors' ``SkipLSTMCell`` / ``SkipGRUCell``
+    (``src/rnn_cells/skip_rnn_cells.py``): state ``update_prob`` (starts 1) and
+    ``cum_update_prob`` (starts 0);
+    ``cum_t = cum_{t−1} + min(update_prob_{t−1}, 1 − cum_{t−1})``, ``u_t = round(cum_t)``
+    (straight-through), ``update_prob_t = u_t·Δũ_t + (1 − u_t)·update_prob_{t−1}``, carried
+    ``cum = (1 − u_t)·cum_t``. Returns ``h`` ``[B, T, H]`` and ``u`` ``[B, T]``.
+    """
+
+    def binary_round(x):  # value x >= 0.5 (ties up, as eq. 6), gradient 1
+        return x + jax.lax.stop_gradient(jnp.where(x >= 0.5, 1.0, 0.0) - x)
+
+    def mix(u, new, old):
+        return jax.tree.map(lambda n, o: u[:, None] * n + (1 - u[:, None]) * o, new, old)
+
+    batch = xs.shape[0]
+    states = [jax.tree.map(lambda s: jnp.broadcast_to(s, (batch, *s.shape)), KINDS[k][1](p))
+              for k, p in zip(kinds, layer_params, strict=True)]
+    steps = {"lstm": lstm_step, "gru": gru_step}
+    ones, zeros = jnp.ones(batch), jnp.zeros(batch)
+    u_tilde, delta_u, cum = ones, ones, zeros
+    hs, us = [], []
+    for t in range(xs.shape[1]):
+        if gradient == "reference_code":
+            u_tilde = cum + jnp.minimum(delta_u, 1 - cum)
+        u = binary_round(u_tilde)
+        inp, candidates = xs[:, t], []
+        for kind, p, s in zip(kinds, layer_params, states, strict=True):
+            s = steps[kind](p, s, inp, xp=jnp)
+            candidates.append(s)
+            inp = KINDS[kind][2](s)
+        gate = KINDS[kinds[-1]][3](candidates[-1])
+        new_delta_u = sigmoid(gate @ skip_params["w_p"] + skip_params["b_p"])
+        states = [mix(u, c, s) for c, s in zip(candidates, states, strict=True)]
+        delta_u = u * new_delta_u + (1 - u) * delta_u
+        if gradient == "reference_code":
+            cum = (1 - u) * u_tilde
+        else:  # eq. 5
+            u_tilde = u * delta_u + (1 - u) * (u_tilde + jnp.minimum(delta_u, 1 - u_tilde))
+        hs.append(KINDS[kinds[-1]][2](states[-1]))
+        us.append(u)
+    return jnp.stack(hs, 1), jnp.stack(us, 1)
