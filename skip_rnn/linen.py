@@ -89,11 +89,12 @@ class _SkipCell(PureCell):
     binarize: str = "round"
     update_bias: float = 1.0
     max_updates: int | None = None
+    gradient: str = "eq5"
     make_layer: ClassVar[Callable[[int], Cell]]
 
     def pure_cell(self) -> Cell:
         return skip(self.make_layer(self.features), self.binarize, self.update_bias,
-                    self.max_updates)
+                    self.max_updates, self.gradient)
 
 
 class SkipLSTMCell(_SkipCell):

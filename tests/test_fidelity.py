@@ -83,3 +83,24 @@ def test_gradients_equal_literal_transcriptions(name):
 def test_unknown_gradient_form_is_refused():
     with pytest.raises(ValueError, match="gradient"):
         sr.skip(sr.gru(2), gradient="eq6")
+
+
+def test_linen_cell_takes_the_gradient_form():
+    import flax.linen as nn
+
+    from skip_rnn.linen import SkipGRUCell
+
+    xs = jax.random.normal(jax.random.key(0), (2, 6, F))
+    rnn = nn.RNN(SkipGRUCell(4, gradient="reference_code"))
+    params = _skipping_params(sr.skip(sr.gru(4)), seed=3)
+    pure = sr.skip(sr.gru(4), gradient="reference_code")
+
+    def linen_loss(p):
+        return jnp.sum(rnn.apply({"params": {"cell": {"cell": p}}}, xs).u ** 2)
+
+    def pure_loss(p):
+        return jnp.sum(sr.unroll(pure, p, xs)[1].u ** 2)
+
+    got, want = jax.grad(linen_loss)(params), jax.grad(pure_loss)(params)
+    np.testing.assert_allclose(got["b_p"], want["b_p"], rtol=1e-6)
+    assert float(want["b_p"]) != 0.0
