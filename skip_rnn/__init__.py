@@ -13,7 +13,9 @@ from skip_rnn.budget import (
     time_weighted_budget_loss,
 )
 from skip_rnn.cells import LSTMState, gru, lstm, stack
+from skip_rnn.flops import flops_per_update
 from skip_rnn.inference import JumpInfo, JumpStream, jump_stream, jump_unroll
+from skip_rnn.random_skip import random_skip
 from skip_rnn.skip import SkipCell, SkipState, skip, skips_after_update, straight_through
 from skip_rnn.unroll import unroll
 
@@ -26,12 +28,14 @@ __all__ = [
     "SkipCell",
     "SkipState",
     "budget_loss",
+    "flops_per_update",
     "gru",
     "jump_stream",
     "jump_unroll",
     "l1_budget_loss",
     "l2_budget_loss",
     "lstm",
+    "random_skip",
     "rising_costs",
     "skip",
     "skips_after_update",

@@ -104,3 +104,51 @@ def test_linen_cell_takes_the_gradient_form():
     got, want = jax.grad(linen_loss)(params), jax.grad(pure_loss)(params)
     np.testing.assert_allclose(got["b_p"], want["b_p"], rtol=1e-6)
     assert float(want["b_p"]) != 0.0
+
+
+@pytest.mark.parametrize(
+    "cell, input_size, steps, paper",
+    [(sr.lstm(110), 2, 50, 2.46e6), (sr.gru(110), 2, 50, 1.85e6),
+     (sr.lstm(110), 1, 784, 3.83e7), (sr.gru(110), 1, 784, 2.87e7)],
+    ids=["adding-lstm", "adding-gru", "mnist-lstm", "mnist-gru"],
+)
+def test_flops_per_update_matches_the_papers_rows(cell, input_size, steps, paper):
+    flops = sr.flops_per_update(cell, input_size) * steps
+    assert float(f"{flops:.2e}") == paper
+
+
+def test_flops_of_skip_cells_and_stacks():
+    # (F + H)·G·H per layer; the gate adds W_p's D = H (Skip LSTM λ=1e-5, adding: 1.33e6 at 53.9%).
+    assert sr.flops_per_update(sr.skip(sr.lstm(110)), 2) == (2 + 110) * 4 * 110 + 110
+    assert float(f"{0.539 * 50 * sr.flops_per_update(sr.skip(sr.lstm(110)), 2):.2e}") == 1.33e6
+    stack = sr.stack([sr.lstm(512), sr.gru(256)])
+    assert sr.flops_per_update(stack, 2048) == (2048 + 512) * 4 * 512 + (512 + 256) * 3 * 256
+
+
+def test_random_skip_draws_every_step_and_copies_skipped_states():
+    cell = sr.random_skip(sr.gru(4), p_skip=0.5)
+    params = cell.init(jax.random.key(0), F)
+    xs = jax.random.normal(jax.random.key(1), (256, 12, F))
+    run = jax.jit(lambda p, k: sr.unroll(cell, p, xs, key=k))
+    _, out = run(params, jax.random.key(2))
+    u = np.asarray(out.u)
+    assert set(np.unique(u)) == {0.0, 1.0}
+    assert abs(u[:, 0].mean() - 0.5) < 0.1, "the first step is not forced"
+    assert abs(u.mean() - 0.5) < 0.03
+    h = np.asarray(out.h)
+    skipped = np.nonzero(u[:, 1:] == 0)
+    np.testing.assert_array_equal(h[:, 1:][skipped], h[:, :-1][skipped])  # exact copies
+    updated = np.nonzero(u[:, 1:] == 1)
+    assert np.all(np.any(h[:, 1:][updated] != h[:, :-1][updated], axis=-1))
+    assert not np.array_equal(u, run(params, jax.random.key(3))[1].u)
+    grads = jax.grad(lambda p: jnp.sum(sr.unroll(cell, p, xs, key=jax.random.key(2))[1].h))(
+        params)
+    assert all(np.all(np.isfinite(g)) and np.any(g != 0) for g in jax.tree.leaves(grads))
+
+
+def test_random_skip_refuses_bad_input():
+    with pytest.raises(ValueError, match="p_skip"):
+        sr.random_skip(sr.lstm(2), 1.0)
+    cell = sr.random_skip(sr.lstm(2), 0.5)
+    with pytest.raises(ValueError, match="pass `key`"):
+        sr.unroll(cell, cell.init(jax.random.key(0), 1), jnp.ones((1, 3, 1)))
