@@ -19,6 +19,8 @@ def base_config(task: str) -> ml_collections.ConfigDict:
     config.model.binarize = "round"  # round | bernoulli
     config.model.max_updates = 0  # hard budget per sequence; 0: none
     config.model.gradient = "eq5"  # eq5 (the paper's text) | reference_code (the authors' code)
+    config.model.init = "default"  # default (LeCun / orthogonal, s0 = 0) | reference_code
+    config.model.p_skip = 0.0  # lstm / gru only: skip each step with this probability (baseline)
     config.model.embedding_size = 0  # token tasks only (IMDB: 300)
     config.model.dropout = 0.0  # on the last state, before the classifier
 
@@ -26,6 +28,9 @@ def base_config(task: str) -> ml_collections.ConfigDict:
     config.costs_per_sample = ()  # a population over several λ (overrides cost_per_sample)
     config.num_seeds = 1  # a population over seeds config.seed, config.seed + 1, ...
     config.same_data = False  # population members share config.seed's data stream
+    config.regression_loss = "mse"  # mse | half_mse (the authors' tf.nn.l2_loss / batch)
+    # True: model.gradient, model.init and regression_loss as in the authors' code (README).
+    config.reference_code = False
     config.budget_loss = "cost_per_sample"  # cost_per_sample | l1 | l2 | time_weighted
     config.target_updates = 0.0  # for the l1 / l2 budget losses
 
@@ -40,7 +45,7 @@ def base_config(task: str) -> ml_collections.ConfigDict:
     config.num_train_steps = 0  # 0: num_epochs * steps per epoch
     config.num_epochs = 0
     config.max_train_seconds = 0.0  # also stop once training has run this long (0: no limit)
-    config.eval_every = 500
+    config.eval_every = 500  # 0: once per epoch (datasets)
     config.checkpoint_every = 1000
     config.log_every = 100
     config.stop_when_solved = False  # synthetic tasks: stop at the paper's "solved" rule

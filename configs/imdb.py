@@ -24,6 +24,8 @@ def get_config():
     config.data.dir = ""  # the CSV file (csv) or the tfds data directory (tfds)
     config.data.download = False
     config.data.seq_length = 200  # 200 | 400
+    # False: padding tokens are inputs like any other and count as updates (the paper's 200.00)
+    config.data.mask_padding = True
     config.data.vocab_size = 20_000
     config.data.split = (0.8, 0.1, 0.1)  # csv: train / validation / test fractions
     config.data.split_seed = 0

@@ -19,6 +19,7 @@ import os
 import matplotlib
 
 matplotlib.use("Agg")
+import jax  # noqa: E402
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
@@ -31,7 +32,8 @@ def write_all(workdir: str, config, task, cell, params) -> list[str]:
     if n <= 0:
         return []
     batch = task.eval_sets["validation"].slice(0, n)
-    _, out = models.apply(cell, params, batch.inputs, batch.lengths)
+    key = jax.random.key(config.seed + 2) if models.stochastic(config.model) else None
+    _, out = models.apply(cell, params, batch.inputs, batch.lengths, key=key)
     u = np.asarray(out.u)
     paths = [updates_raster(os.path.join(workdir, "updates.png"), u, config.task),
              curves(os.path.join(workdir, "curves.png"), os.path.join(workdir, "metrics.jsonl"),

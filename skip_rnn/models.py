@@ -12,14 +12,17 @@ import numpy as np
 
 from skip_rnn.base import Array, Cell, Output, Params, PRNGKey
 from skip_rnn.cells import gru, lstm, stack
+from skip_rnn.random_skip import random_skip
 from skip_rnn.skip import skip
 from skip_rnn.unroll import unroll
 
 CELLS = ("lstm", "gru", "skip_lstm", "skip_gru")
+INITS = ("default", "reference_code")
 
 
 def make_cell(model: ml_collections.ConfigDict) -> Cell:
-    """The cell named by ``model.cell``: ``num_layers`` stacked, skip-wrapped if ``skip_*``."""
+    """The cell named by ``model.cell``: ``num_layers`` stacked, skip-wrapped if ``skip_*``,
+    randomly skipping (:func:`skip_rnn.random_skip`) if ``model.p_skip > 0``."""
     if model.cell not in CELLS:
         raise ValueError(f"config.model.cell must be one of {CELLS}, got {model.cell!r}.")
     kind = model.cell.removeprefix("skip_")
@@ -28,22 +31,57 @@ def make_cell(model: ml_collections.ConfigDict) -> Cell:
     if model.cell.startswith("skip_"):
         cell = skip(cell, model.binarize, model.update_bias, model.max_updates or None,
                     model.gradient)
+    elif model.p_skip > 0:
+        cell = random_skip(cell, model.p_skip)
     return cell
 
 
+def stochastic(model: ml_collections.ConfigDict) -> bool:
+    """Whether the model's update gates are random (they then need a key, also to evaluate)."""
+    return (model.binarize == "bernoulli" and model.cell.startswith("skip_")) or model.p_skip > 0
+
+
 def init_params(key: PRNGKey, cell: Cell, input_size: int, num_outputs: int,
-                embedding: np.ndarray | None = None) -> Params:
-    """Parameters for inputs of ``input_size`` features, or token ids when ``embedding``."""
+                embedding: np.ndarray | None = None, init: str = "default") -> Params:
+    """Parameters for inputs of ``input_size`` features, or token ids when ``embedding``;
+    ``init="reference_code"`` redraws the RNN's as :func:`reference_code_init` does."""
     k_rnn, k_out = jax.random.split(key)
     params = {}
     if embedding is not None:
         params["embedding"] = jnp.asarray(embedding)
         input_size = embedding.shape[1]
     params["rnn"] = cell.init(k_rnn, input_size)
+    if init == "reference_code":
+        params["rnn"] = reference_code_init(jax.random.fold_in(k_rnn, 1), params["rnn"])
     hidden = cell.output(cell.initial_state(params["rnn"], 1)).shape[-1]
     w = jax.nn.initializers.lecun_normal()(k_out, (hidden, num_outputs))
     params["readout"] = {"w": w, "b": jnp.zeros((num_outputs,))}
     return params
+
+
+def reference_code_init(key: PRNGKey, params: Params) -> Params:
+    """The authors' initialisation (``src/rnn_cells/rnn_ops.py`` of their code): every layer's
+    kernel Glorot-uniform over the concatenation ``[x; h]`` (``w_x`` and ``w_h`` are its two
+    blocks), the learned ``s0`` ~ N(0, 1), ``w_p`` Glorot-uniform. Biases are kept.
+
+    Walks a cell's parameters: a layer (``w_x``, ``w_h``, ``s0``), a stack (a tuple of layers)
+    or a skip cell (``{"cell", "w_p", "b_p"}``).
+    """
+    glorot = jax.nn.initializers.glorot_uniform()
+    if isinstance(params, tuple):
+        return tuple(reference_code_init(k, p)
+                     for k, p in zip(jax.random.split(key, len(params)), params, strict=True))
+    k_cell, k_gate, k_s0 = jax.random.split(key, 3)
+    if "w_p" in params:
+        w_p = glorot(k_gate, (params["w_p"].shape[0], 1))[:, 0]
+        return {**params, "cell": reference_code_init(k_cell, params["cell"]), "w_p": w_p}
+    num_inputs = params["w_x"].shape[0]
+    kernel = glorot(k_cell, (num_inputs + params["w_h"].shape[0], params["w_x"].shape[1]))
+    s0_leaves, treedef = jax.tree.flatten(params["s0"])
+    s0 = [jax.random.normal(k, s.shape) for k, s in
+          zip(jax.random.split(k_s0, len(s0_leaves)), s0_leaves, strict=True)]
+    return {**params, "w_x": kernel[:num_inputs], "w_h": kernel[num_inputs:],
+            "s0": jax.tree.unflatten(treedef, s0)}
 
 
 def apply(cell: Cell, params: Params, inputs: Array, lengths: Array | None = None, *,

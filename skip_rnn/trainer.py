@@ -32,12 +32,20 @@ import orbax.checkpoint as ocp
 import tqdm
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from skip_rnn import budget, data, figures, models
+from skip_rnn import budget, data, figures, flops, models
 from skip_rnn.base import Array, Cell, Params
 from skip_rnn.data import Batch, TaskData
 from skip_rnn.skip import GRADIENTS
 
 BUDGET_LOSSES = ("cost_per_sample", "l1", "l2", "time_weighted")
+REGRESSION_LOSSES = ("mse", "half_mse")
+# What config.reference_code=True sets: the places where the authors' TensorFlow code
+# (imatge-upc/skiprnn-2017-telecombcn) differs from the paper's text.
+REFERENCE_CODE = {
+    "model.gradient": "reference_code",  # src/rnn_cells/skip_rnn_cells.py: cum_update_prob
+    "model.init": "reference_code",  # src/rnn_cells/rnn_ops.py: Glorot [x; h], s0 ~ N(0, 1)
+    "regression_loss": "half_mse",  # src/01_adding_task.py: tf.nn.l2_loss / batch size
+}
 
 
 class TrainState(NamedTuple):
@@ -61,11 +69,15 @@ def population(config: ml_collections.ConfigDict) -> list[Member]:
     return [Member(config.seed + i, float(c)) for c in costs for i in range(config.num_seeds)]
 
 
-def init_population(cell: Cell, task: TaskData, members: list[Member]) -> Params:
-    """Every member's initial parameters (from its seed), stacked: leaves ``[M, ...]``."""
+def init_population(cell: Cell, task: TaskData, members: list[Member], init: str = "default"
+                    ) -> Params:
+    """Every member's initial parameters (from its seed, embedding included), stacked: leaves
+    ``[M, ...]``. ``init``: ``config.model.init``."""
     keys = jnp.stack([jax.random.key(m.seed) for m in members])
-    return jax.vmap(lambda key: models.init_params(
-        key, cell, task.input_size, task.num_outputs, task.embedding))(keys)
+    embeddings = (None if task.embedding is None
+                  else np.stack([task.embedding(m.seed) for m in members]))
+    return jax.vmap(lambda key, embedding: models.init_params(
+        key, cell, task.input_size, task.num_outputs, embedding, init))(keys, embeddings)
 
 
 def initial_train_state(tx: optax.GradientTransformation, params: Params) -> TrainState:
@@ -78,6 +90,19 @@ def stack_members(batches: list[Batch]) -> Batch:
     return Batch(*(None if a[0] is None else np.stack(a) for a in zip(*batches, strict=True)))
 
 
+def resolve(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """A copy of ``config`` with ``reference_code=True`` spelled out (:data:`REFERENCE_CODE`)."""
+    config = config.copy_and_resolve_references()
+    if config.reference_code:
+        for key, value in REFERENCE_CODE.items():
+            *parents, last = key.split(".")
+            node = config
+            for part in parents:
+                node = node[part]
+            node[last] = value
+    return config
+
+
 def check_config(config: ml_collections.ConfigDict, num_devices: int) -> None:
     """Rejects nonsensical values before any data is read, naming the field."""
     checks = [
@@ -85,6 +110,12 @@ def check_config(config: ml_collections.ConfigDict, num_devices: int) -> None:
         ("model.cell", config.model.cell in models.CELLS, f"one of {models.CELLS}"),
         ("model.binarize", config.model.binarize in ("round", "bernoulli"), "round | bernoulli"),
         ("model.gradient", config.model.gradient in GRADIENTS, " | ".join(GRADIENTS)),
+        ("model.init", config.model.init in models.INITS, " | ".join(models.INITS)),
+        ("model.p_skip", 0 <= config.model.p_skip < 1
+         and (config.model.p_skip == 0 or not config.model.cell.startswith("skip_")),
+         "in [0, 1), and 0 for skip_* cells (p_skip makes a plain cell skip at random)"),
+        ("regression_loss", config.regression_loss in REGRESSION_LOSSES,
+         " | ".join(REGRESSION_LOSSES)),
         ("budget_loss", config.budget_loss in BUDGET_LOSSES, f"one of {BUDGET_LOSSES}"),
         ("cost_per_sample", config.cost_per_sample >= 0, ">= 0"),
         ("costs_per_sample", all(c >= 0 for c in config.costs_per_sample), "all >= 0"),
@@ -103,13 +134,16 @@ def check_config(config: ml_collections.ConfigDict, num_devices: int) -> None:
         ("num_train_steps", config.num_train_steps > 0 or config.num_epochs > 0,
          "> 0, or num_epochs > 0"),
         ("max_train_seconds", config.max_train_seconds >= 0, ">= 0 (0: no limit)"),
-        ("eval_every", config.eval_every > 0, "> 0"),
+        ("eval_every", config.eval_every >= 0, ">= 0 (0: once per epoch)"),
         ("checkpoint_every", config.checkpoint_every > 0, "> 0"),
         ("log_every", config.log_every > 0, "> 0"),
     ]
     for key in ("seq_length", "num_eval", "duration_ms", "sampling_period_ms", "vocab_size"):
         if key in config.data:
             checks.append((f"data.{key}", config.data[key] > 0, "> 0"))
+    if "encoder_flops_per_frame" in config.data:
+        checks.append(("data.encoder_flops_per_frame", config.data.encoder_flops_per_frame >= 0,
+                       ">= 0"))
     for field, ok, allowed in checks:
         if not ok:
             value = config
@@ -136,11 +170,13 @@ def budget_loss(u: Array, config: ml_collections.ConfigDict, cost_per_sample: Ar
     return loss(u, config.target_updates, lam)
 
 
-def per_example_metrics(predictions: Array, targets: Array, regression: bool) -> dict:
-    """Task loss and task metric per example: squared error (both), or CE and correctness."""
+def per_example_metrics(predictions: Array, targets: Array, regression: bool,
+                        regression_loss: str = "mse") -> dict:
+    """Task loss and task metric per example: squared error (``"half_mse"``: its half, as the
+    authors' ``tf.nn.l2_loss``) and squared error, or CE and correctness."""
     if regression:
         error = jnp.square(predictions[:, 0] - targets)
-        return {"loss": error, "metric": error}
+        return {"loss": 0.5 * error if regression_loss == "half_mse" else error, "metric": error}
     loss = optax.softmax_cross_entropy_with_integer_labels(predictions, targets)
     return {"loss": loss, "metric": (jnp.argmax(predictions, -1) == targets).astype(jnp.float32)}
 
@@ -158,7 +194,8 @@ def make_steps(cell: Cell, config: ml_collections.ConfigDict, task: TaskData,
     def loss_fn(params, batch: Batch, key, cost_per_sample):
         predictions, out = models.apply(cell, params, batch.inputs, batch.lengths,
                                         dropout=config.model.dropout, key=key)
-        per_example = per_example_metrics(predictions, batch.targets, regression)
+        per_example = per_example_metrics(predictions, batch.targets, regression,
+                                          config.regression_loss)
         task_loss = jnp.mean(per_example["loss"])
         budget_value = budget_loss(out.u, config, cost_per_sample)
         return task_loss + budget_value, {
@@ -182,27 +219,30 @@ def make_steps(cell: Cell, config: ml_collections.ConfigDict, task: TaskData,
             state.params, state.opt_state, batch, seeds, costs, state.step)
         return TrainState(state.step + 1, params, opt_state), metrics
 
-    def member_eval(params, batch: Batch):
-        key = jax.random.key(config.seed + 2)  # only Bernoulli gates use it
+    def member_eval(params, batch: Batch, batch_index):
+        # Random gates draw from a fixed key per evaluation batch: repeatable numbers.
+        key = jax.random.fold_in(jax.random.key(config.seed + 2), batch_index)
         predictions, out = models.apply(cell, params, batch.inputs, batch.lengths,
-                                        key=key if config.model.binarize == "bernoulli" else None)
-        per_example = per_example_metrics(predictions, batch.targets, regression)
+                                        key=key if models.stochastic(config.model) else None)
+        per_example = per_example_metrics(predictions, batch.targets, regression,
+                                          config.regression_loss)
         return {**per_example, "updates": jnp.sum(out.u, axis=1)}
 
-    eval_step = jax.jit(jax.vmap(member_eval, in_axes=(0, None)))
+    eval_step = jax.jit(jax.vmap(member_eval, in_axes=(0, None, None)))
     return tx, train_step, eval_step
 
 
-def evaluate(eval_step, params: Params, eval_set, batch_size: int, shard, task: TaskData
-             ) -> list[dict[str, float]]:
-    """Per member: loss, task metric, state updates (mean, std, % of steps) on a held-out set."""
+def evaluate(eval_step, params: Params, eval_set, batch_size: int, shard, task: TaskData,
+             flops_per_update: float = 0.0) -> list[dict[str, float]]:
+    """Per member: loss, task metric, state updates (mean, std, % of steps) and inference FLOPs
+    (the mean over sequences of updates x ``flops_per_update``) on a held-out set."""
     values: dict[str, list] = {}
     steps = 0
     for start in range(0, eval_set.num_examples, batch_size):
         batch = eval_set.slice(start, start + batch_size)
         n = batch.num_examples
         padded = Batch(*(None if a is None else _pad(a, batch_size) for a in batch))
-        for k, v in eval_step(params, shard(padded)).items():
+        for k, v in eval_step(params, shard(padded), start // batch_size).items():
             values.setdefault(k, []).append(np.asarray(v)[:, :n])
         lengths = batch.lengths if batch.lengths is not None else batch.inputs.shape[1]
         steps += int(np.sum(np.broadcast_to(lengths, (n,))))
@@ -215,6 +255,7 @@ def evaluate(eval_step, params: Params, eval_set, batch_size: int, shard, task: 
             "updates_mean": float(np.mean(values["updates"][m])),
             "updates_std": float(np.std(values["updates"][m])),
             "updates_percent": 100.0 * float(np.sum(values["updates"][m])) / steps,
+            "inference_flops": flops_per_update * float(np.mean(values["updates"][m])),
         }
         if task.solved is not None:
             metrics["solved"] = bool(task.solved(metrics["metric"]))
@@ -312,10 +353,19 @@ class MetricWriter:
 def num_train_steps(config: ml_collections.ConfigDict, task: TaskData) -> int:
     if config.num_train_steps > 0:
         return config.num_train_steps
+    return config.num_epochs * _steps_per_epoch(config, task, "num_train_steps")
+
+
+def eval_every(config: ml_collections.ConfigDict, task: TaskData) -> int:
+    """Steps between evaluations: ``config.eval_every``, or one epoch when it is 0."""
+    return config.eval_every or _steps_per_epoch(config, task, "eval_every")
+
+
+def _steps_per_epoch(config: ml_collections.ConfigDict, task: TaskData, field: str) -> int:
     if task.steps_per_epoch is None:
-        raise ValueError(f"config.num_train_steps must be > 0 for the synthetic task "
-                         f"{config.task!r} (it has no epochs).")
-    return config.num_epochs * task.steps_per_epoch
+        raise ValueError(f"config.{field} must be > 0 for the synthetic task {config.task!r} "
+                         "(it has no epochs).")
+    return task.steps_per_epoch
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
@@ -327,11 +377,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     """
     workdir = os.path.abspath(workdir)  # orbax needs absolute paths
     mesh = Mesh(np.array(jax.devices()), ("batch",))
+    config = resolve(config)
     check_config(config, mesh.size)
     _check_workdir(workdir)
     task = data.load(config)
     cell = models.make_cell(config.model)
     members = population(config)
+    rnn_input_size = config.model.embedding_size if task.tokens else task.input_size
+    update_flops = (flops.flops_per_update(cell, rnn_input_size)
+                    + config.data.get("encoder_flops_per_frame", 0.0))
     tx, train_step, eval_step = make_steps(cell, config, task, members, mesh)
     replicated = NamedSharding(mesh, PartitionSpec())
 
@@ -346,9 +400,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
 
     def evaluate_split(params: Params, split: str) -> list[dict]:
         return evaluate(eval_step, params, task.eval_sets[split], config.eval_batch_size,
-                        shard, task)
+                        shard, task, update_flops)
 
-    params = init_population(cell, task, members)
+    params = init_population(cell, task, members, config.model.init)
     tree = {"state": initial_train_state(tx, params), "best_params": params}
     meta = {"members": [{**m._asdict(), "best": None, "solved_step": None,
                          "solved_seconds": None} for m in members], "seconds": 0.0}
@@ -384,9 +438,10 @@ def redraw_figures(config: ml_collections.ConfigDict, workdir: str, member: int 
     """Draws the figures of ``workdir``'s best checkpoint (of one population member), e.g. of
     a run that was stopped before its end, and the training curves so far."""
     workdir = os.path.abspath(workdir)
+    config = resolve(config)
     task = data.load(config)
     cell = models.make_cell(config.model)
-    like = init_population(cell, task, population(config))
+    like = init_population(cell, task, population(config), config.model.init)
     checkpoints = Checkpoints(workdir)
     step = checkpoints.best.latest_step()
     if step is None:
@@ -409,7 +464,9 @@ def summarize(members: list[dict]) -> list[dict]:
         if not group:
             continue
         row = {"cost_per_sample": cost, "runs": len(group)}
-        for key in ("metric", "updates_mean", "updates_percent"):
+        for key in ("metric", "updates_mean", "updates_percent", "inference_flops"):
+            if any(key not in g for g in group):  # a run resumed from an older version
+                continue
             values = np.array([g[key] for g in group])
             row[key] = {"mean": float(values.mean()), "std": float(values.std())}
         if "solved" in group[0]:
@@ -431,6 +488,7 @@ class _TrainLoop:
     def run(self, state: TrainState, train_step, total_steps: int) -> TrainState:
         config = self.config
         step = int(state.step)
+        validate_every = eval_every(config, self.task)
         progress = tqdm.tqdm(total=total_steps, initial=step, desc=config.task,
                              dynamic_ncols=True, mininterval=5.0)
         unchecked = []  # (step, metrics still on the device): no host sync between logs
@@ -446,7 +504,7 @@ class _TrainLoop:
             progress.update(1)
             out_of_time = self.out_of_time()  # read once a step: the loop ends only via done
             done = step == total_steps or out_of_time
-            validate = step % config.eval_every == 0 or done
+            validate = step % validate_every == 0 or done
             save = step % config.checkpoint_every == 0 or done
             if not (step % config.log_every == 0 or validate or save):
                 continue

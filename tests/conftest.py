@@ -43,18 +43,19 @@ def imdb_csv(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def ucf_dir(tmp_path_factory):
-    """The UCF-101 layout with 3 classes, 24 train and 6 test videos of 8-d features."""
+    """The UCF-101 layout with 3 classes, 24 train (groups 8-11) and 6 test (group 1) videos of
+    8-d features."""
     directory = tmp_path_factory.mktemp("ucf101")
     (directory / "features").mkdir()
     rng = np.random.default_rng(0)
     classes = ["ApplyEyeMakeup", "Basketball", "Drumming"]
     (directory / "classInd.txt").write_text(
         "".join(f"{i + 1} {c}\n" for i, c in enumerate(classes)))
-    for split, n in (("trainlist01.txt", 24), ("testlist01.txt", 6)):
+    for split, n, first_group in (("trainlist01.txt", 24, 8), ("testlist01.txt", 6, 1)):
         lines = []
-        for i in range(n):
+        for i in range(n):  # groups of 6 clips: 2 per class
             c = classes[i % 3]
-            name = f"v_{c}_g{split[:2]}{i:02d}_c01"
+            name = f"v_{c}_g{first_group + i // 6:02d}_c{i // 3 % 2 + 1:02d}"
             np.save(directory / "features" / f"{name}.npy",
                     rng.normal(size=(rng.integers(3, 12), 8)).astype(np.float32))
             lines.append(f"{c}/{name}.avi {i % 3 + 1}\n")

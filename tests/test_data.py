@@ -82,16 +82,31 @@ def test_imdb_tokens_padding_and_lengths(imdb_csv, tmp_path):
     assert imdb.tokenize("It's GOOD!<br />Bad.") == ["it's", "good", "bad"]
     task = imdb.load(tiny_config("imdb", dir=imdb_csv))
     sizes = [task.eval_sets[s].num_examples for s in ("validation", "test")]
-    assert sizes == [6, 6] and task.tokens and task.embedding.shape[1] == 6
+    assert sizes == [6, 6] and task.tokens and task.embedding(0).shape[1] == 6
     batch = task.train_batch(0, 0)
     assert batch.inputs.shape == (8, 12)
     for ids, n in zip(batch.inputs, batch.lengths, strict=True):
         assert np.all(ids[:n] != imdb.PAD) and np.all(ids[n:] == imdb.PAD)
-    assert np.abs(task.embedding[2:]).max() <= 0.25
+    assert np.abs(task.embedding(0)[2:]).max() <= 0.25
+    np.testing.assert_array_equal(task.embedding(0)[imdb.PAD], 0.0)
+    assert not np.array_equal(task.embedding(0), task.embedding(1)), "each seed its own draw"
+    np.testing.assert_array_equal(task.embedding(1), task.embedding(1))
     bad = tmp_path / "bad.csv"
     bad.write_text("review,sentiment\nfine,1\n")
     with pytest.raises(DataError, match="'text' and 'label'"):
         imdb.read_csv(str(bad))
+
+
+def test_ucf101_validation_holds_out_whole_groups(ucf_dir):
+    task = ucf101.load(tiny_config("ucf101", dir=ucf_dir, validation_fraction=0.2))
+    held_out = {ucf101.video_group(p) for p in task.eval_sets["validation"].paths}
+    assert held_out and held_out < {"08", "09", "10", "11"}
+    paths = [f"v_{c}_g{g:02d}_c0{k}.npy" for g in range(8, 26) for c in "AB" for k in (1, 2)]
+    train, validation = ucf101.split_by_group(paths, 0.1, seed=3)
+    groups = np.array([ucf101.video_group(p) for p in paths])
+    assert not set(groups[train]) & set(groups[validation])
+    assert len(validation) == 4 * 1 and len(train) + len(validation) == len(paths)
+    assert ucf101.video_group("x/v_Drumming_g07_c03.npy") == "07"
 
 
 def test_ucf101_crops_pads_and_refuses_non_finite(ucf_dir, tmp_path):

@@ -152,3 +152,75 @@ def test_random_skip_refuses_bad_input():
     cell = sr.random_skip(sr.lstm(2), 0.5)
     with pytest.raises(ValueError, match="pass `key`"):
         sr.unroll(cell, cell.init(jax.random.key(0), 1), jnp.ones((1, 3, 1)))
+
+
+def test_padding_fed_and_counted_the_papers_way_with_flops_and_seeded_embeddings(imdb_csv,
+                                                                                 tmp_path):
+    from skip_rnn import trainer
+    from tests.test_training import tiny_config
+
+    config = tiny_config("imdb", dir=imdb_csv, mask_padding=False)
+    config.model.cell, config.num_seeds = "lstm", 2
+    results = trainer.train_and_evaluate(config, str(tmp_path))
+    per_update = sr.flops_per_update(sr.lstm(4), 6)
+    for member in results["members"]:  # the LSTM reads every step, padding included
+        test = member["best"]["test"]
+        assert test["updates_mean"] == 12 and test["updates_percent"] == 100.0
+        assert test["inference_flops"] == 12 * per_update
+    task = trainer.data.load(config)
+    assert task.train_batch(0, 0).lengths is None
+    assert task.eval_sets["test"].slice(0, 3).lengths is None
+    params = trainer.init_population(sr.lstm(4), task, trainer.population(config))
+    assert not np.array_equal(params["embedding"][0], params["embedding"][1])
+
+
+def test_random_skip_member_and_the_reference_code_switch(tmp_path):
+    from skip_rnn import trainer
+    from tests.test_training import tiny_config
+
+    config = tiny_config("adding")
+    config.model.cell, config.model.p_skip, config.reference_code = "gru", 0.5, True
+    config.data.num_eval = 200
+    results = trainer.train_and_evaluate(config, str(tmp_path))
+    assert results["config"]["model"]["gradient"] == "reference_code"
+    assert results["config"]["model"]["init"] == "reference_code"
+    assert results["config"]["regression_loss"] == "half_mse"
+    test = results["members"][0]["best"]["test"]
+    assert 40 < test["updates_percent"] < 60
+    assert test["inference_flops"] == pytest.approx(
+        test["updates_mean"] * sr.flops_per_update(sr.gru(4), 2))
+    losses = trainer.per_example_metrics(jnp.array([[1.0], [0.0]]), jnp.array([0.0, 2.0]), True,
+                                         "half_mse")
+    np.testing.assert_array_equal(losses["loss"], [0.5, 2.0])
+    np.testing.assert_array_equal(losses["metric"], [1.0, 4.0])
+
+
+def test_reference_code_init_draws_glorot_over_x_and_h():
+    from skip_rnn import models
+
+    cell = sr.skip(sr.stack([sr.lstm(64), sr.gru(32)]))
+    params = models.reference_code_init(jax.random.key(0), cell.init(jax.random.key(1), 16))
+    first, second = params["cell"]
+    for layer, (fan_in, fan_out) in ((first, (16 + 64, 256)), (second, (64 + 32, 96))):
+        kernel = np.concatenate([layer["w_x"], layer["w_h"]])
+        limit = np.sqrt(6 / (fan_in + fan_out))
+        assert kernel.shape == (fan_in, fan_out)
+        assert np.abs(kernel).max() <= limit and np.abs(kernel).max() > 0.95 * limit
+        assert abs(kernel.std() - limit / np.sqrt(3)) < 0.05 * limit  # uniform(-l, l)
+    s0 = np.concatenate([first["s0"].c, first["s0"].h, second["s0"]])
+    assert abs(s0.mean()) < 0.3 and abs(s0.std() - 1) < 0.2  # N(0, 1)
+    assert np.abs(params["w_p"]).max() <= np.sqrt(6 / (32 + 1))
+    np.testing.assert_array_equal(first["b"], cell.init(jax.random.key(1), 16)["cell"][0]["b"])
+
+
+def test_eval_every_zero_means_once_per_epoch():
+    from skip_rnn import trainer
+    from skip_rnn.data import TaskData
+    from tests.test_training import tiny_config
+
+    config = tiny_config("mnist")
+    config.eval_every = 0
+    task = TaskData(None, {}, 1, 10, steps_per_epoch=214)
+    assert trainer.eval_every(config, task) == 214
+    with pytest.raises(ValueError, match="eval_every must be > 0 for the synthetic task"):
+        trainer.eval_every(config, task._replace(steps_per_epoch=None))

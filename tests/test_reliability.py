@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -56,6 +57,9 @@ def _set(config, field, value):
     ("task", "addition", "config.task='addition' is invalid: must be one of"),
     ("budget_loss", "l3", "config.budget_loss='l3' is invalid"),
     ("model.binarize", "sample", "config.model.binarize='sample' is invalid"),
+    ("model.gradient", "eq6", "config.model.gradient='eq6' is invalid: must be eq5 | "),
+    ("model.p_skip", 0.5, "config.model.p_skip=0.5 is invalid: must be in [0, 1), and 0 for"),
+    ("regression_loss", "l1", "config.regression_loss='l1' is invalid"),
     ("model.hidden_size", 5, "different model"),
 ])
 def test_bad_config_is_refused_and_checkpoints_are_untouched(trained_workdir, field, value,
@@ -64,7 +68,7 @@ def test_bad_config_is_refused_and_checkpoints_are_untouched(trained_workdir, fi
     _set(config, field, value)
     before = _tree_digest(trained_workdir)
     start = time.time()
-    with pytest.raises(ValueError, match=message.replace("(", r"\(")):
+    with pytest.raises(ValueError, match=re.escape(message)):
         trainer.train_and_evaluate(config, str(trained_workdir))
     assert time.time() - start < 10
     assert _tree_digest(trained_workdir) == before

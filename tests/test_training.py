@@ -77,7 +77,9 @@ def test_every_config_trains_end_to_end(name, tmp_path, mnist_dir, imdb_csv, ucf
     task = trainer.data.load(config)
     initial = trainer.models.init_params(jax.random.key(config.seed),
                                          trainer.models.make_cell(config.model),
-                                         task.input_size, task.num_outputs, task.embedding)
+                                         task.input_size, task.num_outputs,
+                                         None if task.embedding is None
+                                         else task.embedding(config.seed))
     for before, after in zip(jax.tree.leaves(initial), _leaves(tmp_path), strict=True):
         assert np.any(before != after[0]), "every parameter leaf changes in training"
 

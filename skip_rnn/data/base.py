@@ -52,7 +52,8 @@ class TaskData(NamedTuple):
       steps_per_epoch: training steps per pass over the data (``None``: endless synthetic).
       solved: ``solved(metric) -> bool``, the paper's rule, or ``None``.
       tokens: whether ``inputs`` are token ids that need an embedding.
-      embedding: optional ``[vocab, D]`` initial embedding (e.g. word2vec).
+      embedding: ``embedding(seed) -> [vocab, D]``, the initial embedding of the member with
+        that seed (e.g. word2vec where known), or ``None``.
     """
 
     train_batch: Callable[[int, int], Batch]
@@ -62,17 +63,46 @@ class TaskData(NamedTuple):
     steps_per_epoch: int | None = None
     solved: Callable[[float], bool] | None = None
     tokens: bool = False
-    embedding: np.ndarray | None = None
+    embedding: Callable[[int], np.ndarray] | None = None
 
 
 TASKS = ("adding", "frequency", "mnist", "imdb", "ucf101")
 
 
 def load(config: ml_collections.ConfigDict) -> TaskData:
-    """The data of ``config.task`` (one of :data:`TASKS`)."""
+    """The data of ``config.task`` (one of :data:`TASKS`); with ``config.data.mask_padding``
+    False, the padding of short sequences is fed to the model (:func:`feed_padding`)."""
     if config.task not in TASKS:
         raise ValueError(f"config.task must be one of {TASKS}, got {config.task!r}.")
-    return importlib.import_module(f"skip_rnn.data.{config.task}").load(config)
+    task = importlib.import_module(f"skip_rnn.data.{config.task}").load(config)
+    return task if config.data.get("mask_padding", True) else feed_padding(task)
+
+
+class _PaddingFed:
+    """A held-out set (a :class:`Batch`, or lazy with ``num_examples``, ``slice``, ``take``)
+    whose batches carry no ``lengths``."""
+
+    def __init__(self, data):
+        self.data = data
+
+    @property
+    def num_examples(self) -> int:
+        return self.data.num_examples
+
+    def slice(self, start: int, stop: int) -> Batch:
+        return self.data.slice(start, stop)._replace(lengths=None)
+
+    def take(self, index: np.ndarray) -> Batch:
+        return self.data.take(index)._replace(lengths=None)
+
+
+def feed_padding(task: TaskData) -> TaskData:
+    """The paper's convention for padded datasets (IMDB, UCF-101): every step of ``[B, T, ...]``
+    is an input, padding included, and counts as an update where the model updates (its LSTM
+    rows: exactly ``T`` updates). Drops ``lengths`` from every batch."""
+    return task._replace(
+        train_batch=lambda seed, step: task.train_batch(seed, step)._replace(lengths=None),
+        eval_sets={name: _PaddingFed(data) for name, data in task.eval_sets.items()})
 
 
 def epoch_batches(data: Batch, batch_size: int) -> tuple[Callable[[int, int], Batch], int]:

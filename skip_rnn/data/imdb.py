@@ -10,13 +10,14 @@ words (``<br />`` removed); vocabulary: the ``vocab_size - 2`` most frequent tra
 - ``"tfds"``: ``imdb_reviews`` (train and test); 15% of train is held out for validation.
 
 The embedding starts from a word2vec binary file when ``config.data.word2vec`` names one,
-else ~ U(-0.25, 0.25) (§4.4).
+else ~ U(-0.25, 0.25) (§4.4), drawn from each population member's own seed.
 """
 
 from __future__ import annotations
 
 import collections
 import csv
+import functools
 import gzip
 import os
 import re
@@ -72,12 +73,23 @@ def encode(texts: list[list[str]], labels: np.ndarray, vocab: dict[str, int],
     return Batch(ids, labels, lengths)
 
 
-def read_word2vec(path: str, vocab: dict[str, int], dim: int, rng) -> np.ndarray:
-    """``[vocab_size, dim]``: word2vec (binary format) rows where known, else U(-0.25, 0.25)."""
-    table = rng.uniform(-0.25, 0.25, (len(vocab) + 2, dim)).astype(np.float32)
+def initial_embedding(known: dict[int, np.ndarray], vocab_size: int, dim: int, seed: int
+                      ) -> np.ndarray:
+    """``[vocab_size, dim]``: the ``known`` rows (word id -> vector), the others drawn from
+    U(-0.25, 0.25) with ``seed``; the padding row is 0."""
+    table = np.random.default_rng(seed).uniform(-0.25, 0.25, (vocab_size, dim))
+    table = table.astype(np.float32)
     table[PAD] = 0.0
+    for index, vector in known.items():
+        table[index] = vector
+    return table
+
+
+def read_word2vec(path: str, vocab: dict[str, int], dim: int) -> dict[int, np.ndarray]:
+    """The vectors of a word2vec binary file for the words of ``vocab``: word id -> ``[dim]``."""
+    known = {}
     if not path:
-        return table
+        return known
     with open(path, "rb") as f:
         count, file_dim = map(int, f.readline().split())
         if file_dim != dim:
@@ -90,8 +102,8 @@ def read_word2vec(path: str, vocab: dict[str, int], dim: int, rng) -> np.ndarray
                     word.extend(ch)
             vector = np.frombuffer(f.read(4 * dim), np.float32)
             if (index := vocab.get(word.decode("utf-8", "ignore"))) is not None:
-                table[index] = vector
-    return table
+                known[index] = vector
+    return known
 
 
 def _split(n: int, fractions, seed: int) -> list[np.ndarray]:
@@ -120,8 +132,7 @@ def load(config: ml_collections.ConfigDict) -> TaskData:
         encode([words[i] for i in p], labels[p], vocab, d.seq_length) for p in parts
     )
     train_batch, steps_per_epoch = epoch_batches(train, config.batch_size)
-    embedding = read_word2vec(d.word2vec, vocab, config.model.embedding_size,
-                              np.random.default_rng(config.seed))
+    known = read_word2vec(d.word2vec, vocab, config.model.embedding_size)
     return TaskData(
         train_batch=train_batch,
         eval_sets={"validation": validation, "test": test},
@@ -129,7 +140,8 @@ def load(config: ml_collections.ConfigDict) -> TaskData:
         num_outputs=2,
         steps_per_epoch=steps_per_epoch,
         tokens=True,
-        embedding=embedding,
+        embedding=functools.partial(initial_embedding, known, len(vocab) + 2,
+                                    config.model.embedding_size),
     )
 
 

@@ -9,14 +9,17 @@ with its frame-level features ``[num_frames, D]``, e.g. ResNet-50 global-average
     features/v_ApplyEyeMakeup_g08_c01.npy
 
 Videos are cropped to ``seq_length`` frames (10 s at 25 fps); shorter ones are zero-padded and
-the padding is masked with ``lengths``. Features are read from disk batch by batch. A seeded
-``validation_fraction`` of the training list is held out for validation; the test list is the
-test set (the paper reports on it as "validation").
+the padding is masked with ``lengths`` (``config.data.mask_padding=False``: fed as inputs, the
+paper's count). Features are read from disk batch by batch. Validation holds out whole groups
+(``gNN`` in the file name: clips of one group share actors and scene) of the training list,
+seeded, about ``validation_fraction`` of its videos; the test list is the test set (the paper
+reports on it as "validation").
 """
 
 from __future__ import annotations
 
 import os
+import re
 
 import ml_collections
 import numpy as np
@@ -81,6 +84,29 @@ def _read_list(directory: str, name: str, classes: dict[str, int]) -> tuple[list
     return paths, np.array(labels, np.int32)
 
 
+def video_group(path: str) -> str:
+    """The group of ``.../v_<Class>_g<NN>_c<MM>.npy``: ``"<NN>"`` (the file name if none)."""
+    stem = os.path.splitext(os.path.basename(path))[0]
+    match = re.search(r"_g([^_]+)_c[^_]+$", stem)
+    return match.group(1) if match else stem
+
+
+def split_by_group(paths: list[str], fraction: float, seed: int
+                   ) -> tuple[np.ndarray, np.ndarray]:
+    """Indices ``(train, validation)``: whole groups, in a seeded order, are held out until
+    they hold ``fraction`` of the videos (at least one group; never all of them)."""
+    groups = np.array([video_group(p) for p in paths])
+    names, counts = np.unique(groups, return_counts=True)
+    if len(names) < 2:
+        raise DataError(f"Validation holds out whole groups (gNN), but the training list has "
+                        f"only {len(names)}. {HOW_TO}")
+    order = np.random.default_rng(seed).permutation(len(names))
+    taken = np.cumsum(counts[order]) <= max(fraction * len(paths), counts[order[0]])
+    taken[-1] = False  # keep a group to train on
+    held_out = np.isin(groups, names[order[taken]])
+    return np.flatnonzero(~held_out), np.flatnonzero(held_out)
+
+
 def load(config: ml_collections.ConfigDict) -> TaskData:
     d = config.data
     directory = require_dir(d.dir, "config.data.dir", HOW_TO)
@@ -88,9 +114,7 @@ def load(config: ml_collections.ConfigDict) -> TaskData:
         classes = {name: int(i) - 1 for i, name in (line.split() for line in f if line.strip())}
     train_paths, train_labels = _read_list(directory, f"trainlist0{d.split}.txt", classes)
     test = Videos(*_read_list(directory, f"testlist0{d.split}.txt", classes), d.seq_length)
-    order = np.random.default_rng(d.split_seed).permutation(len(train_paths))
-    num_val = max(1, int(round(d.validation_fraction * len(order))))
-    val_idx, train_idx = order[:num_val], order[num_val:]
+    train_idx, val_idx = split_by_group(train_paths, d.validation_fraction, d.split_seed)
     train = Videos([train_paths[i] for i in train_idx], train_labels[train_idx], d.seq_length)
     validation = Videos([train_paths[i] for i in val_idx], train_labels[val_idx], d.seq_length)
     train_batch, steps_per_epoch = epoch_batches(train, config.batch_size)
