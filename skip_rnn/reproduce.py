@@ -19,39 +19,69 @@ import argparse
 import importlib
 import json
 import os
+from typing import Any, NamedTuple
 
 import ml_collections
 
 from skip_rnn import figures, trainer
 
-# table: (task, variants (config.data overrides), rows (model, λs), what the paper reports)
+
+class Row(NamedTuple):
+    """A row group of a table: one model, its λs (one population), or a random-skip baseline."""
+
+    model: str
+    costs: tuple[float, ...] = (0.0,)
+    p_skip: float = 0.0
+
+    @property
+    def name(self) -> str:
+        """As ``--models`` and the workdir spell it: ``lstm``, ``lstm_pskip0.5``."""
+        return f"{self.model}_pskip{self.p_skip:g}" if self.p_skip else self.model
+
+
+class Table(NamedTuple):
+    task: str
+    variants: dict[str, dict]  # name -> config.data overrides
+    rows: list[Row]
+    updates_kind: str  # "% updates" or "updates", as the paper prints them
+    overrides: dict[str, Any]  # config values every row of the table uses
+
+
+PADDING_FED = {"data.mask_padding": False}  # the paper feeds and counts padded steps
 TABLES = {
-    1: ("adding", {"": {}},
-        [("lstm", (0.0,)), ("skip_lstm", (0.0, 1e-5)), ("gru", (0.0,)),
-         ("skip_gru", (0.0, 1e-5))], "% updates"),
-    2: ("frequency", {"Ts=1ms": {"sampling_period_ms": 1.0},
-                      "Ts=0.5ms": {"sampling_period_ms": 0.5}},
-        [("lstm", (0.0,)), ("skip_lstm", (0.0, 1e-5, 1e-4)), ("gru", (0.0,)),
-         ("skip_gru", (0.0, 1e-5, 1e-4))], "updates"),
-    3: ("mnist", {"": {}},
-        [("lstm", (0.0,)), ("skip_lstm", (1e-4,)), ("gru", (0.0,)), ("skip_gru", (1e-4,))],
-        "updates"),
-    4: ("imdb", {"length 200": {"seq_length": 200}, "length 400": {"seq_length": 400}},
-        [("lstm", (0.0,)), ("skip_lstm", (0.0, 1e-5, 1e-4, 1e-3)), ("gru", (0.0,)),
-         ("skip_gru", (0.0, 1e-5, 1e-4, 1e-3))], "updates"),
-    5: ("ucf101", {"": {}},
-        [("lstm", (0.0,)), ("skip_lstm", (0.0, 1e-5, 1e-4)), ("gru", (0.0,)),
-         ("skip_gru", (0.0, 1e-5, 1e-4))], "updates"),
+    1: Table("adding", {"": {}},
+             [Row("lstm"), Row("lstm", p_skip=0.2), Row("lstm", p_skip=0.5),
+              Row("skip_lstm", (0.0, 1e-5)), Row("gru"), Row("gru", p_skip=0.02),
+              Row("gru", p_skip=0.5), Row("skip_gru", (0.0, 1e-5))], "% updates", {}),
+    2: Table("frequency", {"Ts=1ms": {"sampling_period_ms": 1.0},
+                           "Ts=0.5ms": {"sampling_period_ms": 0.5}},
+             [Row("lstm"), Row("skip_lstm", (0.0, 1e-5, 1e-4)), Row("gru"),
+              Row("skip_gru", (0.0, 1e-5, 1e-4))], "updates", {}),
+    3: Table("mnist", {"": {}},
+             [Row("lstm"), Row("lstm", p_skip=0.5), Row("skip_lstm", (1e-4,)), Row("gru"),
+              Row("gru", p_skip=0.5), Row("skip_gru", (1e-4,))], "updates", {}),
+    4: Table("imdb", {"length 200": {"seq_length": 200}, "length 400": {"seq_length": 400}},
+             [Row("lstm"), Row("skip_lstm", (0.0, 1e-5, 1e-4, 1e-3)), Row("gru"),
+              Row("skip_gru", (0.0, 1e-5, 1e-4, 1e-3))], "updates", PADDING_FED),
+    5: Table("ucf101", {"": {}},
+             [Row("lstm"), Row("skip_lstm", (0.0, 1e-5, 1e-4)), Row("gru"),
+              Row("skip_gru", (0.0, 1e-5, 1e-4))], "updates", PADDING_FED),
 }
 
-# The paper's numbers: (variant, model, λ) -> (task result, state updates).
+# The published paper's numbers: (variant, row name, λ) -> (task result, state updates,
+# inference FLOPs where the paper gives them). Its tables are numbered differently: 1 adding,
+# 2 MNIST, 4 frequency, 5 IMDB, 6 UCF-101.
 PAPER = {
-    1: {("", "lstm", 0.0): ("Yes", "100.0% ± 0.0%"),
-        ("", "skip_lstm", 0.0): ("Yes", "81.1% ± 3.6%"),
-        ("", "skip_lstm", 1e-5): ("Yes", "53.9% ± 2.1%"),
-        ("", "gru", 0.0): ("Yes", "100.0% ± 0.0%"),
-        ("", "skip_gru", 0.0): ("Yes", "97.9% ± 3.2%"),
-        ("", "skip_gru", 1e-5): ("Yes", "50.7% ± 2.6%")},
+    1: {("", "lstm", 0.0): ("Yes", "100.0% ± 0.0%", "2.46e6"),
+        ("", "lstm_pskip0.2", 0.0): ("No", "80.0% ± 0.1%", "1.97e6"),
+        ("", "lstm_pskip0.5", 0.0): ("No", "50.1% ± 0.1%", "1.23e6"),
+        ("", "skip_lstm", 0.0): ("Yes", "81.1% ± 3.6%", "2.00e6"),
+        ("", "skip_lstm", 1e-5): ("Yes", "53.9% ± 2.1%", "1.33e6"),
+        ("", "gru", 0.0): ("Yes", "100.0% ± 0.0%", "1.85e6"),
+        ("", "gru_pskip0.02", 0.0): ("No", "98.0% ± 0.0%", "1.81e6"),
+        ("", "gru_pskip0.5", 0.0): ("No", "49.9% ± 0.6%", "9.25e5"),
+        ("", "skip_gru", 0.0): ("Yes", "97.9% ± 3.2%", "1.81e6"),
+        ("", "skip_gru", 1e-5): ("Yes", "50.7% ± 2.6%", "9.40e5")},
     2: {("Ts=1ms", "lstm", 0.0): ("Yes", "100.0 ± 0.00"),
         ("Ts=1ms", "skip_lstm", 0.0): ("Yes", "55.5 ± 16.9"),
         ("Ts=1ms", "skip_lstm", 1e-5): ("Yes", "47.4 ± 14.1"),
@@ -68,26 +98,55 @@ PAPER = {
         ("Ts=0.5ms", "skip_gru", 0.0): ("Yes", "167.0 ± 18.3"),
         ("Ts=0.5ms", "skip_gru", 1e-5): ("Yes", "54.2 ± 4.4"),
         ("Ts=0.5ms", "skip_gru", 1e-4): ("Yes", "22.5 ± 2.1")},
-    3: {("", "lstm", 0.0): ("0.910 ± 0.045", "784.00 ± 0.00"),
-        ("", "skip_lstm", 1e-4): ("0.973 ± 0.002", "379.38 ± 33.09"),
-        ("", "gru", 0.0): ("0.968 ± 0.013", "784.00 ± 0.00"),
-        ("", "skip_gru", 1e-4): ("0.976 ± 0.003", "392.62 ± 26.48")},
-    5: {("", "lstm", 0.0): ("0.671", "250.0"), ("", "skip_lstm", 0.0): ("0.749", "138.9"),
-        ("", "skip_lstm", 1e-5): ("0.757", "24.2"), ("", "skip_lstm", 1e-4): ("0.790", "7.6"),
-        ("", "gru", 0.0): ("0.791", "250.0"), ("", "skip_gru", 0.0): ("0.796", "124.2"),
-        ("", "skip_gru", 1e-5): ("0.792", "29.7"), ("", "skip_gru", 1e-4): ("0.793", "23.7")},
+    3: {("", "lstm", 0.0): ("0.910 ± 0.045", "784.00 ± 0.00", "3.83e7"),
+        ("", "lstm_pskip0.5", 0.0): ("0.893 ± 0.003", "392.03 ± 0.05", "1.91e7"),
+        ("", "skip_lstm", 1e-4): ("0.973 ± 0.002", "379.38 ± 33.09", "1.86e7"),
+        ("", "gru", 0.0): ("0.968 ± 0.013", "784.00 ± 0.00", "2.87e7"),
+        ("", "gru_pskip0.5", 0.0): ("0.912 ± 0.004", "391.86 ± 0.14", "1.44e7"),
+        ("", "skip_gru", 1e-4): ("0.976 ± 0.003", "392.62 ± 26.48", "1.44e7")},
+    4: {("length 200", "lstm", 0.0): ("0.843 ± 0.003", "200.00 ± 0.00"),
+        ("length 200", "skip_lstm", 0.0): ("0.844 ± 0.004", "196.75 ± 5.63"),
+        ("length 200", "skip_lstm", 1e-5): ("0.846 ± 0.004", "197.15 ± 3.16"),
+        ("length 200", "skip_lstm", 1e-4): ("0.837 ± 0.006", "164.65 ± 8.67"),
+        ("length 200", "skip_lstm", 1e-3): ("0.811 ± 0.007", "73.85 ± 1.90"),
+        ("length 200", "gru", 0.0): ("0.845 ± 0.006", "200.00 ± 0.00"),
+        ("length 200", "skip_gru", 0.0): ("0.848 ± 0.002", "200.00 ± 0.00"),
+        ("length 200", "skip_gru", 1e-5): ("0.842 ± 0.005", "199.25 ± 1.30"),
+        ("length 200", "skip_gru", 1e-4): ("0.834 ± 0.006", "180.97 ± 8.90"),
+        ("length 200", "skip_gru", 1e-3): ("0.800 ± 0.007", "106.15 ± 37.92"),
+        ("length 400", "lstm", 0.0): ("0.868 ± 0.004", "400.00 ± 0.00"),
+        ("length 400", "skip_lstm", 0.0): ("0.866 ± 0.004", "369.70 ± 19.35"),
+        ("length 400", "skip_lstm", 1e-5): ("0.865 ± 0.001", "380.62 ± 18.20"),
+        ("length 400", "skip_lstm", 1e-4): ("0.862 ± 0.003", "186.30 ± 25.72"),
+        ("length 400", "skip_lstm", 1e-3): ("0.836 ± 0.007", "84.22 ± 1.98"),
+        ("length 400", "gru", 0.0): ("0.862 ± 0.003", "400.00 ± 0.00"),
+        ("length 400", "skip_gru", 0.0): ("0.866 ± 0.002", "399.02 ± 1.69"),
+        ("length 400", "skip_gru", 1e-5): ("0.862 ± 0.008", "398.00 ± 2.06"),
+        ("length 400", "skip_gru", 1e-4): ("0.853 ± 0.011", "314.30 ± 2.82"),
+        ("length 400", "skip_gru", 1e-3): ("0.814 ± 0.005", "99.12 ± 2.69")},
+    5: {("", "lstm", 0.0): ("0.671", "250.0", "9.52e11"),
+        ("", "skip_lstm", 0.0): ("0.749", "138.9", "5.29e11"),
+        ("", "skip_lstm", 1e-5): ("0.757", "24.2", "9.21e10"),
+        ("", "skip_lstm", 1e-4): ("0.790", "7.6", "2.89e10"),
+        ("", "gru", 0.0): ("0.791", "250.0", "9.51e11"),
+        ("", "skip_gru", 0.0): ("0.796", "124.2", "4.73e11"),
+        ("", "skip_gru", 1e-5): ("0.792", "29.7", "1.13e11"),
+        ("", "skip_gru", 1e-4): ("0.793", "23.7", "9.02e10")},
 }
 
 
-def row_config(table: int, variant: str, model: str, costs: tuple[float, ...],
-               args: argparse.Namespace) -> ml_collections.ConfigDict:
-    task, variants, _, _ = TABLES[table]
-    config = importlib.import_module(f"configs.{task}").get_config()
-    config.model.cell = model
-    config.costs_per_sample = costs
+def row_config(table: int, variant: str, row: Row, args: argparse.Namespace
+               ) -> ml_collections.ConfigDict:
+    spec = TABLES[table]
+    config = importlib.import_module(f"configs.{spec.task}").get_config()
+    config.model.cell = row.model
+    config.model.p_skip = row.p_skip
+    config.costs_per_sample = row.costs
     config.num_seeds = args.num_seeds
-    for key, value in variants[variant].items():
+    for key, value in spec.variants[variant].items():
         config.data[key] = value
+    for key, value in spec.overrides.items():
+        _assign(config, key, value)
     if args.num_train_steps:
         config.num_train_steps = args.num_train_steps
     if args.learning_rate:
@@ -96,36 +155,58 @@ def row_config(table: int, variant: str, model: str, costs: tuple[float, ...],
         config.data.dir = args.data_dir
     for assignment in args.set:
         key, value = assignment.split("=", 1)
-        *parents, last = key.split(".")
-        node = config
-        for p in parents:
-            node = node[p]
-        node[last] = type(node[last])(json.loads(value))
+        _assign(config, key, json.loads(value))
     return config
+
+
+def _assign(config: ml_collections.ConfigDict, key: str, value: Any) -> None:
+    """``config.<key> = value`` for a dotted ``key``, cast to the field's type."""
+    *parents, last = key.split(".")
+    node = config
+    for p in parents:
+        node = node[p]
+    node[last] = type(node[last])(value)
 
 
 def format_rows(table: int, results: list[dict]) -> str:
     """The table in the paper's form, with the paper's numbers and the wall-clock time."""
-    task, _, _, updates_kind = TABLES[table]
-    regression_or_solved = task in ("adding", "frequency")
-    lines = [f"| variant | model | λ | {'solved' if regression_or_solved else 'accuracy'} "
-             f"| state updates | paper | runs | steps | wall-clock |",
-             "|---|---|---|---|---|---|---|---|---|"]
+    spec = TABLES[table]
+    solvable = spec.task in ("adding", "frequency")
+    lines = [f"| variant | model | λ | {'solved' if solvable else 'accuracy'} | state updates "
+             "| inference FLOPs | paper | runs | steps | wall-clock |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for r in results:
         for row in r["summary"]:
             lam = row["cost_per_sample"]
-            if regression_or_solved:
+            if solvable:
                 result = f"{row['solved']}/{row['runs']}"
             else:
                 result = f"{row['metric']['mean']:.3f} ± {row['metric']['std']:.3f}"
-            key = "updates_percent" if updates_kind == "% updates" else "updates_mean"
+            key = "updates_percent" if spec.updates_kind == "% updates" else "updates_mean"
             unit = "%" if key == "updates_percent" else ""
             updates = f"{row[key]['mean']:.1f}{unit} ± {row[key]['std']:.1f}{unit}"
+            flops = f"{row['inference_flops']['mean']:.2e}" if "inference_flops" in row else "-"
             paper = " / ".join(PAPER.get(table, {}).get((r["variant"], r["model"], lam), ("-",)))
-            lines.append(f"| {r['variant']} | {r['model']} | {lam:g} | {result} | {updates} "
-                         f"| {paper} | {row['runs']} | {r['steps']:,} "
+            lines.append(f"| {r['variant']} | {_label(r['model'])} | {lam:g} | {result} "
+                         f"| {updates} | {flops} | {paper} | {row['runs']} | {r['steps']:,} "
                          f"| {r['seconds'] / 60:.1f} min |")
+    conventions = sorted({r["mask_padding"] for r in results if r.get("mask_padding") is not None})
+    if conventions:  # a padded dataset: say how its updates were counted
+        lines += ["", ("Rows differ. " if len(conventions) > 1 else "")
+                  + " ".join(PADDING_NOTE[c] for c in conventions)]
     return "\n".join(lines)
+
+
+PADDING_NOTE = {
+    False: "State updates count every step, padding included (the paper's convention).",
+    True: "State updates count real steps only (padding masked).",
+}
+
+
+def _label(name: str) -> str:
+    """``lstm_pskip0.5`` -> ``lstm (p_skip = 0.5)``."""
+    model, _, p_skip = name.partition("_pskip")
+    return f"{model} (p_skip = {p_skip})" if p_skip else model
 
 
 def main() -> None:
@@ -143,8 +224,8 @@ def main() -> None:
     parser.add_argument("--collect", action="store_true",
                         help="train nothing: print the table from the rows' results.json")
     args = parser.parse_args()
-    task, variants, rows, _ = TABLES[args.table]
-    known_models, known_variants = [m for m, _ in rows], [_dirname(v) for v in variants]
+    task, variants, rows = TABLES[args.table][:3]
+    known_models, known_variants = [r.name for r in rows], [_dirname(v) for v in variants]
     chosen_models = set(args.models.split(",")) if args.models else set(known_models)
     chosen_variants = ({_dirname(v) for v in args.variants.split(",")} if args.variants
                        else set(known_variants))
@@ -155,10 +236,10 @@ def main() -> None:
                          f"table {args.table} has {known}")
     results = []
     for variant in variants:
-        for model, costs in rows:
-            if model not in chosen_models or _dirname(variant) not in chosen_variants:
+        for row in rows:
+            if row.name not in chosen_models or _dirname(variant) not in chosen_variants:
                 continue
-            workdir = os.path.join(args.workdir, _dirname(variant) or ".", model)
+            workdir = os.path.join(args.workdir, _dirname(variant) or ".", row.name)
             if args.collect:
                 path = os.path.join(workdir, "results.json")
                 if not os.path.isfile(path):
@@ -167,11 +248,13 @@ def main() -> None:
                 with open(path) as f:
                     result = json.load(f)
             else:
-                print(f"== Table {args.table} {variant} {model} λ={costs} -> {workdir}")
+                print(f"== Table {args.table} {variant} {_label(row.name)} λ={row.costs} -> "
+                      f"{workdir}")
                 result = trainer.train_and_evaluate(
-                    row_config(args.table, variant, model, costs, args), workdir)
-            results.append({"variant": variant, "model": model, "summary": result["summary"],
-                            "seconds": result["seconds"], "steps": result["steps"]})
+                    row_config(args.table, variant, row, args), workdir)
+            results.append({"variant": variant, "model": row.name, "summary": result["summary"],
+                            "seconds": result["seconds"], "steps": result["steps"],
+                            "mask_padding": result["config"]["data"].get("mask_padding")})
     if args.collect and not results:
         parser.error(f"--collect: no row of table {args.table} has a results.json under "
                      f"{args.workdir!r}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import importlib
 import json
 import os
@@ -189,13 +190,15 @@ def test_reproduce_prints_the_table_in_the_papers_form(tmp_path, monkeypatch, ca
     from skip_rnn import reproduce
 
     monkeypatch.setattr(sys, "argv", [
-        "reproduce", "--table=1", f"--workdir={tmp_path}", "--num_seeds=2", "--models=skip_gru",
+        "reproduce", "--table=1", f"--workdir={tmp_path}", "--num_seeds=2",
+        "--models=skip_gru,gru_pskip0.5",
         "--num_train_steps=2", "--set=eval_every=2", "--set=data.seq_length=10",
         "--set=data.num_eval=8", "--set=model.hidden_size=4", "--set=batch_size=8",
         "--set=eval_batch_size=8", "--set=num_figure_examples=0"])
     reproduce.main()  # one row: printed, no table files (rows may run side by side)
     printed = capsys.readouterr().out
-    assert "| skip_gru | 1e-05 |" in printed and "Yes / 50.7% ± 2.6%" in printed
+    assert "| skip_gru | 1e-05 |" in printed and "Yes / 50.7% ± 2.6% / 9.40e5" in printed
+    assert "| gru (p_skip = 0.5) | 0 |" in printed and "No / 49.9% ± 0.6% / 9.25e5" in printed
     assert not (tmp_path / "table1.md").exists()
     monkeypatch.setattr(sys, "argv", [
         "reproduce", "--table=1", f"--workdir={tmp_path}", "--collect"])
@@ -203,13 +206,36 @@ def test_reproduce_prints_the_table_in_the_papers_form(tmp_path, monkeypatch, ca
     table = (tmp_path / "table1.md").read_text()
     assert table in printed
     rows = json.loads((tmp_path / "table1.json").read_text())
-    assert [r["runs"] for r in rows[0]["summary"]] == [2, 2]
+    assert [r["runs"] for r in rows[1]["summary"]] == [2, 2]
+    flops = rows[1]["summary"][0]["inference_flops"]["mean"]
+    assert f"| {flops:.2e} |" in table
     assert (tmp_path / "table1.png").stat().st_size > 0
     assert "row left out" in capsys.readouterr().out  # the rows not run are named
     for wrong in (["--models=rnn"], ["--variants=Ts=2ms"], ["--collect", "--workdir=nowhere"]):
         monkeypatch.setattr(sys, "argv", ["reproduce", "--table=1", "--workdir=x", *wrong])
         with pytest.raises(SystemExit):
             reproduce.main()
+
+
+def test_reproduce_says_how_padded_datasets_count_updates():
+    from skip_rnn import reproduce
+
+    summary = [{"cost_per_sample": 0.0, "runs": 1, "metric": {"mean": 0.8, "std": 0.0},
+                "updates_mean": {"mean": 200.0, "std": 0.0}}]
+    row = {"variant": "length 200", "model": "lstm", "summary": summary, "seconds": 60,
+           "steps": 10}
+    fed = reproduce.format_rows(4, [{**row, "mask_padding": False}])
+    assert "| 0.843 ± 0.003 / 200.00 ± 0.00 |" in fed and "padding included" in fed
+    masked = reproduce.format_rows(4, [{**row, "mask_padding": True}])
+    assert "padding masked" in masked and "padding included" not in masked
+    assert "padding" not in reproduce.format_rows(1, [{**row, "variant": "", "mask_padding": None,
+                                                      "summary": [{**summary[0], "solved": 1,
+                                                                   "updates_percent":
+                                                                   {"mean": 1, "std": 0}}]}])
+    args = argparse.Namespace(num_seeds=1, num_train_steps=0, learning_rate=0.0, data_dir="",
+                              set=[])
+    config = reproduce.row_config(4, "length 200", reproduce.Row("lstm"), args)
+    assert config.data.mask_padding is False and config.data.seq_length == 200
 
 
 def test_best_prefers_solved_models_with_fewer_updates():
