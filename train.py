@@ -1,33 +1,115 @@
 """Trains a Skip RNN on one of the paper's tasks.
 
-    python train.py --config=configs/adding.py --workdir=workdirs/adding \
+    python train.py --config=configs/adding.py [--workdir=workdirs/adding] \
         [--config.model.cell=skip_gru --config.cost_per_sample=1e-4 ...]
+
+``--show_config`` lists every config key with its value and meaning. Errors in what was asked
+(a bad value, an unknown key, missing data, an unusable workdir) print one line and exit 2;
+``--verbose`` shows their tracebacks too. Ctrl-C (or SIGTERM) saves and exits 130 (143).
 """
+
+import os
+import sys
 
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from skip_rnn import trainer
+from skip_rnn import configuration, trainer
+from skip_rnn.data.sources import DataError
 
+ROOT = os.path.dirname(os.path.abspath(__file__))
 FLAGS = flags.FLAGS
-config_flags.DEFINE_config_file("config", "configs/adding.py", "Experiment configuration.",
-                                lock_config=True)
-flags.DEFINE_string("workdir", "workdirs/default", "Checkpoints, metrics and figures go here.")
+config_flags.DEFINE_config_file("config", os.path.join(ROOT, "configs", "adding.py"),
+                                "Experiment configuration: a file of configs/.", lock_config=True)
+flags.DEFINE_string("workdir", None, "Checkpoints, metrics and figures go here (default: "
+                    "workdirs/<config name>, e.g. workdirs/mnist).")
+flags.DEFINE_bool("show_config", False, "Print every config key, its value and meaning; exit.")
 flags.DEFINE_bool("figures_only", False, "Only redraw the figures from the workdir's best "
                   "checkpoint (e.g. of a run stopped early), then exit.")
 flags.DEFINE_integer("member", 0, "With --figures_only: which population member to draw.")
+flags.DEFINE_bool("verbose", False, "Show tracebacks of user errors too.")
+
+USER_ERRORS = (configuration.ConfigError, DataError, trainer.WorkdirError, FileNotFoundError)
 
 
-def main(argv):
+def parse_flags(argv: list[str]) -> list[str]:
+    """absl's parsing, with errors in the command line said in one line (exit 2). A relative
+    ``--config`` path is also looked up from the repository, so any directory works."""
+    argv = [_config_path(arg) for arg in argv]
+    try:
+        rest = FLAGS(argv)
+        FLAGS.config.task  # noqa: B018 - loads the file and applies the overrides now
+    except flags.Error as e:
+        _fail(str(e).replace("flag --config.", "--config."))
+    except (AttributeError, KeyError) as e:  # an unknown config key
+        key, _, hint = _unwrap(e).partition(" Did you mean")
+        hint = f" Did you mean{hint}" if hint else ""
+        _fail(f"unknown config key {key}.{hint} (--show_config lists the keys)")
+    except OSError as e:
+        _fail(f"cannot load the config file: {_unwrap(e)}")
+    return rest
+
+
+def main(argv: list[str]) -> None:
     if len(argv) > 1:
-        raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+        _fail(f"unexpected arguments: {' '.join(argv[1:])}")
     logging.set_verbosity(logging.WARNING)  # orbax logs every save at INFO
-    if FLAGS.figures_only:
-        for path in trainer.redraw_figures(FLAGS.config, FLAGS.workdir, FLAGS.member):
-            print(path)
-    else:
-        trainer.train_and_evaluate(FLAGS.config, FLAGS.workdir)
+    config_file = config_flags.get_config_filename(FLAGS["config"])
+    if FLAGS.show_config:
+        print(f"{config_file}:")
+        print(configuration.describe(FLAGS.config, *_config_modules()))
+        return
+    name = os.path.splitext(os.path.basename(config_file))[0]
+    workdir = FLAGS.workdir or os.path.join("workdirs", name)
+    try:
+        if FLAGS.figures_only:
+            for path in trainer.redraw_figures(FLAGS.config, workdir, FLAGS.member):
+                print(path)
+        else:
+            trainer.train_and_evaluate(FLAGS.config, workdir)
+    except trainer.Interrupted as e:
+        print(f"\n{e}", file=sys.stderr)
+        sys.exit(e.exit_code)
+    except USER_ERRORS as e:
+        if FLAGS.verbose:
+            raise
+        _fail(str(e))
+
+
+def _config_path(arg: str) -> str:
+    """``--config=configs/x.py`` from another directory: the repository's file."""
+    if not arg.startswith("--config="):
+        return arg
+    path = arg.split("=", 1)[1]
+    if os.path.exists(path):
+        return arg
+    if os.path.exists(os.path.join(ROOT, path)):
+        return f"--config={os.path.join(ROOT, path)}"
+    known = sorted(f for f in os.listdir(os.path.join(ROOT, "configs")) if f[0].isalpha())
+    _fail(f"--config={path}: no such file. The configs are {', '.join(known)} in "
+          f"{os.path.join(ROOT, 'configs')}.")
+
+
+def _config_modules():
+    sys.path.insert(0, ROOT)
+    import importlib
+
+    name = os.path.splitext(os.path.basename(config_flags.get_config_filename(FLAGS["config"])))[0]
+    return [importlib.import_module(f"configs.{name}"), importlib.import_module("configs.common")]
+
+
+def _unwrap(error: BaseException) -> str:
+    """The innermost message of a chained or wrapped exception, on one line."""
+    while error.args and isinstance(error.args[0], BaseException):
+        error = error.args[0]
+    message = error.args[0] if error.args else str(error)
+    return " ".join(str(message).replace("\\n", " ").split())
+
+
+def _fail(message: str) -> None:
+    print(f"train.py: {message}", file=sys.stderr)
+    sys.exit(2)
 
 
 if __name__ == "__main__":
-    app.run(main)
+    app.run(main, flags_parser=parse_flags)

@@ -7,13 +7,13 @@ import ml_collections
 
 def base_config(task: str) -> ml_collections.ConfigDict:
     config = ml_collections.ConfigDict()
-    config.task = task
-    config.seed = 0
+    config.task = task  # adding | frequency | mnist | imdb | ucf101
+    config.seed = 0  # initialisation, data order, dropout; member i of a population uses seed + i
 
     config.model = ml_collections.ConfigDict()
     config.model.cell = "skip_lstm"  # lstm | gru | skip_lstm | skip_gru
-    config.model.hidden_size = 110
-    config.model.num_layers = 1
+    config.model.hidden_size = 110  # units per layer
+    config.model.num_layers = 1  # stacked layers
     config.model.gate_layers = (-1,)  # layers the update gate reads (stacks, §4.5)
     config.model.update_bias = 1.0  # initial b_p: every step updates at the start
     config.model.binarize = "round"  # round | bernoulli
@@ -29,27 +29,26 @@ def base_config(task: str) -> ml_collections.ConfigDict:
     config.num_seeds = 1  # a population over seeds config.seed, config.seed + 1, ...
     config.same_data = False  # population members share config.seed's data stream
     config.regression_loss = "mse"  # mse | half_mse (the authors' tf.nn.l2_loss / batch)
-    # True: model.gradient, model.init and regression_loss as in the authors' code (README).
-    config.reference_code = False
+    config.reference_code = False  # True: gradient, init, regression loss as the authors' code
     config.budget_loss = "cost_per_sample"  # cost_per_sample | l1 | l2 | time_weighted
     config.target_updates = 0.0  # for the l1 / l2 budget losses
 
-    config.learning_rate = 1e-4
-    config.b1 = 0.9
-    config.b2 = 0.999
-    config.eps = 1e-8
-    config.clip_norm = 1.0
-    config.batch_size = 256
-    config.eval_batch_size = 1000
+    config.learning_rate = 1e-4  # Adam
+    config.b1 = 0.9  # Adam β1
+    config.b2 = 0.999  # Adam β2
+    config.eps = 1e-8  # Adam ε
+    config.clip_norm = 1.0  # global-norm gradient clipping
+    config.batch_size = 256  # training sequences per step (per member), split over devices
+    config.eval_batch_size = 1000  # held-out sequences per evaluation batch
 
     config.num_train_steps = 0  # 0: num_epochs * steps per epoch
-    config.num_epochs = 0
+    config.num_epochs = 0  # datasets: training length when num_train_steps is 0
     config.max_train_seconds = 0.0  # also stop once training has run this long (0: no limit)
     config.eval_every = 500  # 0: once per epoch (datasets)
-    config.checkpoint_every = 1000
-    config.log_every = 100
+    config.checkpoint_every = 1000  # steps between saves of latest/ (resume point)
+    config.log_every = 100  # steps between training-metric rows in metrics.jsonl
     config.stop_when_solved = False  # synthetic tasks: stop at the paper's "solved" rule
-    config.num_figure_examples = 4
+    config.num_figure_examples = 4  # validation sequences drawn in the figures (0: none)
 
     config.data = ml_collections.ConfigDict()
     return config

@@ -26,8 +26,9 @@ import numpy as np  # noqa: E402
 from skip_rnn import models  # noqa: E402
 
 
-def write_all(workdir: str, config, task, cell, params) -> list[str]:
-    """Draws the task's figures for ``config.num_figure_examples`` validation sequences."""
+def write_all(workdir: str, config, task, cell, params, source: str = "") -> list[str]:
+    """Draws the task's figures for ``config.num_figure_examples`` validation sequences;
+    ``source`` says which parameters drew them (e.g. "best checkpoint, step 14,000")."""
     n = config.num_figure_examples
     if n <= 0:
         return []
@@ -35,22 +36,27 @@ def write_all(workdir: str, config, task, cell, params) -> list[str]:
     key = jax.random.key(config.seed + 2) if models.stochastic(config.model) else None
     _, out = models.apply(cell, params, batch.inputs, batch.lengths, key=key)
     u = np.asarray(out.u)
-    paths = [updates_raster(os.path.join(workdir, "updates.png"), u, config.task),
+    title = f"{config.task}, {source}" if source else config.task
+    paths = [updates_raster(os.path.join(workdir, "updates.png"), u, title),
              curves(os.path.join(workdir, "curves.png"), os.path.join(workdir, "metrics.jsonl"),
                     "MSE" if task.num_outputs == 1 else "accuracy")]
     if config.task in ("adding", "frequency"):
         values = np.asarray(batch.inputs)[..., 0]
         markers = np.asarray(batch.inputs)[..., 1] if config.task == "adding" else None
-        paths.append(used_samples(os.path.join(workdir, "used_samples.png"), values, u, markers))
+        paths.append(used_samples(os.path.join(workdir, "used_samples.png"), values, u, markers,
+                                  title))
     if config.task == "mnist":
         paths.append(used_pixels(os.path.join(workdir, "used_pixels.png"),
-                                 np.asarray(batch.inputs)[..., 0], u))
+                                 np.asarray(batch.inputs)[..., 0], u, title))
     return paths
 
 
-def used_samples(path: str, values: np.ndarray, u: np.ndarray, markers=None) -> str:
-    """Fig. 2: each sequence's values over time, red where used and blue where skipped."""
-    fig, axes = plt.subplots(len(values), 1, figsize=(8, 1.6 * len(values)), squeeze=False)
+def used_samples(path: str, values: np.ndarray, u: np.ndarray, markers=None, title: str = ""
+                 ) -> str:
+    """Fig. 2: each sequence's values over time, red where used and blue where skipped; dotted
+    lines mark the adding task's markers."""
+    fig, axes = plt.subplots(len(values), 1, figsize=(8, 1.6 * len(values) + 0.4),
+                             squeeze=False)
     for ax, v, used, m in zip(axes[:, 0], values, u, markers if markers is not None
                               else [None] * len(values), strict=True):
         t = np.arange(len(v))
@@ -59,16 +65,21 @@ def used_samples(path: str, values: np.ndarray, u: np.ndarray, markers=None) -> 
         ax.scatter(t[used == 0], v[used == 0], c="blue", s=10, label="skipped", zorder=2)
         if m is not None:
             for position in np.flatnonzero(m):
-                ax.axvline(position, color="k", ls=":", lw=0.8)
-        ax.set_ylabel(f"{int(used.sum())}/{len(v)}")
-    axes[0, 0].legend(loc="upper right", fontsize=7)
+                ax.axvline(position, color="k", ls=":", lw=0.8, label="marker")
+        ax.set_ylabel(f"{int(used.sum())} of {len(v)}\nused", fontsize=8)
+    handles, labels = axes[0, 0].get_legend_handles_labels()
+    unique = dict(zip(labels, handles, strict=True))
+    axes[0, 0].legend(unique.values(), unique.keys(), loc="upper right", fontsize=7, ncol=3)
+    axes[0, 0].set_title(f"{title}: used samples" if title else "used samples")
     axes[-1, 0].set_xlabel("time step")
     return _save(fig, path)
 
 
-def used_pixels(path: str, pixels: np.ndarray, u: np.ndarray) -> str:
+def used_pixels(path: str, pixels: np.ndarray, u: np.ndarray, title: str = "") -> str:
     """Fig. 4: 28x28 digits; used pixels red, skipped blue, brightness = intensity."""
-    fig, axes = plt.subplots(1, len(pixels), figsize=(2 * len(pixels), 2.2), squeeze=False)
+    fig, axes = plt.subplots(1, len(pixels), figsize=(2 * len(pixels), 2.5), squeeze=False)
+    fig.suptitle(f"{title}: used pixels red, skipped blue" if title
+                 else "used pixels red, skipped blue", fontsize=9)
     for ax, p, used in zip(axes[0], pixels, u, strict=True):
         side = int(round(np.sqrt(len(p))))
         rgb = np.zeros((len(p), 3))
@@ -82,11 +93,15 @@ def used_pixels(path: str, pixels: np.ndarray, u: np.ndarray) -> str:
 
 
 def updates_raster(path: str, u: np.ndarray, title: str) -> str:
-    fig, ax = plt.subplots(figsize=(8, 0.4 * len(u) + 1))
-    ax.imshow(u, aspect="auto", cmap="coolwarm", vmin=0, vmax=1, interpolation="nearest")
+    """Each sequence's update gates over time, with a colour key and the % of updates."""
+    fig, ax = plt.subplots(figsize=(8, 0.4 * len(u) + 1.2))
+    image = ax.imshow(u, aspect="auto", cmap="coolwarm", vmin=0, vmax=1,
+                      interpolation="nearest")
+    key = fig.colorbar(image, ax=ax, ticks=[0, 1], fraction=0.05)
+    key.ax.set_yticklabels(["skip", "update"])
     ax.set_xlabel("time step")
     ax.set_ylabel("sequence")
-    ax.set_title(f"{title}: state updates (red) and skips (blue)")
+    ax.set_title(f"{title}: {100 * u.mean():.1f}% updates")
     return _save(fig, path)
 
 

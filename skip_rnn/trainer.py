@@ -16,36 +16,26 @@ paper reports solved models by the updates they use. The test set is evaluated a
 
 from __future__ import annotations
 
-import collections
 import functools
 import json
 import os
+import signal
 import time
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import optax
-import orbax.checkpoint as ocp
-import tqdm
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from skip_rnn import budget, data, figures, flops, models
 from skip_rnn.base import Array, Cell, Params
+from skip_rnn.checkpoints import Checkpoints
+from skip_rnn.configuration import ConfigError, check_config, resolve
 from skip_rnn.data import Batch, TaskData
-from skip_rnn.skip import GRADIENTS
-
-BUDGET_LOSSES = ("cost_per_sample", "l1", "l2", "time_weighted")
-REGRESSION_LOSSES = ("mse", "half_mse")
-# What config.reference_code=True sets: the places where the authors' TensorFlow code
-# (imatge-upc/skiprnn-2017-telecombcn) differs from the paper's text.
-REFERENCE_CODE = {
-    "model.gradient": "reference_code",  # src/rnn_cells/skip_rnn_cells.py: cum_update_prob
-    "model.init": "reference_code",  # src/rnn_cells/rnn_ops.py: Glorot [x; h], s0 ~ N(0, 1)
-    "regression_loss": "half_mse",  # src/01_adding_task.py: tf.nn.l2_loss / batch size
-}
+from skip_rnn.metrics import Console, MetricWriter, banner, mean, one_line, summary
 
 
 class TrainState(NamedTuple):
@@ -88,68 +78,6 @@ def initial_train_state(tx: optax.GradientTransformation, params: Params) -> Tra
 def stack_members(batches: list[Batch]) -> Batch:
     """One batch per member -> one batch with leaves ``[M, B, ...]``."""
     return Batch(*(None if a[0] is None else np.stack(a) for a in zip(*batches, strict=True)))
-
-
-def resolve(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
-    """A copy of ``config`` with ``reference_code=True`` spelled out (:data:`REFERENCE_CODE`)."""
-    config = config.copy_and_resolve_references()
-    if config.reference_code:
-        for key, value in REFERENCE_CODE.items():
-            *parents, last = key.split(".")
-            node = config
-            for part in parents:
-                node = node[part]
-            node[last] = value
-    return config
-
-
-def check_config(config: ml_collections.ConfigDict, num_devices: int) -> None:
-    """Rejects nonsensical values before any data is read, naming the field."""
-    checks = [
-        ("task", config.task in data.base.TASKS, f"one of {data.base.TASKS}"),
-        ("model.cell", config.model.cell in models.CELLS, f"one of {models.CELLS}"),
-        ("model.binarize", config.model.binarize in ("round", "bernoulli"), "round | bernoulli"),
-        ("model.gradient", config.model.gradient in GRADIENTS, " | ".join(GRADIENTS)),
-        ("model.init", config.model.init in models.INITS, " | ".join(models.INITS)),
-        ("model.p_skip", 0 <= config.model.p_skip < 1
-         and (config.model.p_skip == 0 or not config.model.cell.startswith("skip_")),
-         "in [0, 1), and 0 for skip_* cells (p_skip makes a plain cell skip at random)"),
-        ("regression_loss", config.regression_loss in REGRESSION_LOSSES,
-         " | ".join(REGRESSION_LOSSES)),
-        ("budget_loss", config.budget_loss in BUDGET_LOSSES, f"one of {BUDGET_LOSSES}"),
-        ("cost_per_sample", config.cost_per_sample >= 0, ">= 0"),
-        ("costs_per_sample", all(c >= 0 for c in config.costs_per_sample), "all >= 0"),
-        ("num_seeds", config.num_seeds > 0, "> 0"),
-        ("learning_rate", config.learning_rate > 0, "> 0"),
-        ("clip_norm", config.clip_norm > 0, "> 0"),
-        ("model.hidden_size", config.model.hidden_size > 0, "> 0"),
-        ("model.num_layers", config.model.num_layers > 0, "> 0"),
-        ("model.max_updates", config.model.max_updates >= 0, ">= 0 (0: no hard budget)"),
-        ("model.dropout", 0 <= config.model.dropout < 1, "in [0, 1)"),
-        ("batch_size", config.batch_size > 0 and config.batch_size % num_devices == 0,
-         f"> 0 and divisible by the {num_devices} devices"),
-        ("eval_batch_size", config.eval_batch_size > 0
-         and config.eval_batch_size % num_devices == 0,
-         f"> 0 and divisible by the {num_devices} devices"),
-        ("num_train_steps", config.num_train_steps > 0 or config.num_epochs > 0,
-         "> 0, or num_epochs > 0"),
-        ("max_train_seconds", config.max_train_seconds >= 0, ">= 0 (0: no limit)"),
-        ("eval_every", config.eval_every >= 0, ">= 0 (0: once per epoch)"),
-        ("checkpoint_every", config.checkpoint_every > 0, "> 0"),
-        ("log_every", config.log_every > 0, "> 0"),
-    ]
-    for key in ("seq_length", "num_eval", "duration_ms", "sampling_period_ms", "vocab_size"):
-        if key in config.data:
-            checks.append((f"data.{key}", config.data[key] > 0, "> 0"))
-    if "encoder_flops_per_frame" in config.data:
-        checks.append(("data.encoder_flops_per_frame", config.data.encoder_flops_per_frame >= 0,
-                       ">= 0"))
-    for field, ok, allowed in checks:
-        if not ok:
-            value = config
-            for part in field.split("."):
-                value = value[part]
-            raise ValueError(f"config.{field}={value!r} is invalid: must be {allowed}.")
 
 
 def make_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransformation:
@@ -268,88 +196,6 @@ def _pad(array: np.ndarray, size: int) -> np.ndarray:
     return np.concatenate([array, np.repeat(array[-1:], size - len(array), 0)])
 
 
-class Checkpoints:
-    """``latest/`` (resume) and ``best/`` (best validation) orbax checkpoints in a workdir.
-
-    ``latest/`` holds ``{"state": TrainState, "best_params": ...}`` and ``best/`` holds
-    ``{"params": ...}``, each member's parameters at its best validation step; both carry the
-    run's bookkeeping (``meta``, JSON).
-    """
-
-    def __init__(self, workdir: str):
-        options = ocp.CheckpointManagerOptions(max_to_keep=1, create=True)
-        self.latest, self.best = (ocp.CheckpointManager(
-            os.path.join(workdir, name), options=options,
-            item_handlers={"tree": ocp.StandardCheckpointHandler(),
-                           "meta": ocp.JsonCheckpointHandler()})
-            for name in ("latest", "best"))
-
-    def save(self, manager: ocp.CheckpointManager, step: int, tree: dict, meta: dict) -> None:
-        if step in manager.all_steps():  # a resumed run replaying steps a kill cut short
-            manager.wait_until_finished()
-            manager.delete(step)
-        manager.save(step, args=ocp.args.Composite(
-            tree=ocp.args.StandardSave(tree), meta=ocp.args.JsonSave(meta)), force=True)
-
-    def restore_latest(self, like: dict) -> tuple[dict, dict] | None:
-        step = self.latest.latest_step()
-        if step is None:
-            return None
-        saved = self.latest.item_metadata(step)["tree"].tree
-        shapes = collections.Counter(
-            tuple(a.shape) for a in jax.tree.leaves(saved, is_leaf=lambda a: hasattr(a, "shape")))
-        expected = collections.Counter(tuple(a.shape) for a in jax.tree.leaves(like))
-        if shapes != expected:  # checked first: orbax fails untidily on mismatched shapes
-            raise ValueError(
-                f"{self.latest.directory} holds a checkpoint of a different model: it has "
-                f"arrays of shapes {sorted(shapes - expected)} where this config has "
-                f"{sorted(expected - shapes)}. Use a new --workdir, or the config it was made "
-                "with."
-            )
-        abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, like)
-        try:
-            restored = self.latest.restore(step, args=ocp.args.Composite(
-                tree=ocp.args.StandardRestore(abstract), meta=ocp.args.JsonRestore()))
-        except (ValueError, KeyError) as e:
-            raise ValueError(
-                f"{self.latest.directory} holds a checkpoint of a different model (shapes or "
-                f"structure differ): {e}. Use a new --workdir, or the config it was made with."
-            ) from e
-        tree = restored.tree
-        return {"state": TrainState(*tree["state"]), "best_params": tree["best_params"]}, \
-            restored.meta
-
-    def close(self) -> None:
-        for manager in (self.latest, self.best):
-            manager.wait_until_finished()
-            manager.close()
-
-
-class MetricWriter:
-    """``metrics.jsonl`` (one JSON object per line) and TensorBoard events in the workdir."""
-
-    def __init__(self, workdir: str):
-        from tensorboardX import SummaryWriter
-
-        self.jsonl = open(os.path.join(workdir, "metrics.jsonl"), "a")  # noqa: SIM115
-        self.tensorboard = SummaryWriter(os.path.join(workdir, "tensorboard"))
-
-    def write(self, step: int, split: str, members: list[Member],
-              metrics: list[dict[str, Any]]) -> None:
-        """One line per member; TensorBoard tags ``[member<m>/]<split>/<name>``."""
-        for m, (member, values) in enumerate(zip(members, metrics, strict=True)):
-            record = {"step": step, "split": split, "member": m, **member._asdict(), **values}
-            self.jsonl.write(json.dumps(record) + "\n")
-            prefix = f"member{m}/" if len(members) > 1 else ""
-            for name, value in values.items():
-                self.tensorboard.add_scalar(f"{prefix}{split}/{name}", float(value), step)
-        self.jsonl.flush()
-
-    def close(self) -> None:
-        self.jsonl.close()
-        self.tensorboard.close()
-
-
 def num_train_steps(config: ml_collections.ConfigDict, task: TaskData) -> int:
     if config.num_train_steps > 0:
         return config.num_train_steps
@@ -368,12 +214,21 @@ def _steps_per_epoch(config: ml_collections.ConfigDict, task: TaskData, field: s
     return task.steps_per_epoch
 
 
+class Interrupted(Exception):
+    """Training was stopped by a signal (Ctrl-C, ``kill``) after saving ``latest/``."""
+
+    def __init__(self, step: int, signum: int):
+        super().__init__(f"interrupted at step {step}; rerun the same command to resume.")
+        self.step, self.exit_code = step, 128 + signum
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     """Trains ``config``'s population on its task, evaluating and checkpointing into ``workdir``.
 
     Returns the results (also written to ``workdir/results.json``): for every member, the
     validation and test metrics at its best validation step and when it first solved the task;
-    a summary, mean ± std over seeds for each λ; the wall-clock time.
+    a summary, mean ± std over seeds for each λ; the wall-clock time. Figures are drawn from
+    member 0's best checkpoint. Raises :class:`Interrupted` after saving on SIGINT / SIGTERM.
     """
     workdir = os.path.abspath(workdir)  # orbax needs absolute paths
     mesh = Mesh(np.array(jax.devices()), ("batch",))
@@ -408,28 +263,33 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
                          "solved_seconds": None} for m in members], "seconds": 0.0}
     checkpoints = Checkpoints(workdir)
     try:
-        restored = checkpoints.restore_latest(tree)
-    except ValueError:
+        checkpoints.check_model(params)
+        restored = checkpoints.restore(checkpoints.latest, tree)
+    except ConfigError:
         checkpoints.close()
         raise
     if restored is not None:
         tree, meta = restored
-        print(f"Resuming {workdir} from step {int(tree['state'].step)}.")
-    writer = MetricWriter(workdir)  # only now: a refused resume leaves the workdir as it was
+        tree["state"] = TrainState(*tree["state"])
+    total_steps, start_step = num_train_steps(config, task), int(tree["state"].step)
+    print(banner(config, members, total_steps, start_step, workdir, jax.devices()))
+    # Only now: a refused resume leaves the workdir as it was.
+    writer = MetricWriter(workdir, config.task, start_step)
     try:  # closing waits for pending asynchronous saves: the last good checkpoint lands
         loop = _TrainLoop(config, task, members, checkpoints, writer, evaluate_split, meta,
                           jax.device_put(tree["best_params"], replicated))
-        state = loop.run(jax.device_put(tree["state"], replicated), train_step_at,
-                         num_train_steps(config, task))
+        state = loop.run(jax.device_put(tree["state"], replicated), train_step_at, total_steps)
     finally:
         checkpoints.close()
         writer.close()
     results = {"config": config.to_dict(), "steps": int(state.step), **loop.meta,
                "summary": summarize(loop.meta["members"])}
-    with open(os.path.join(workdir, "results.json"), "w") as f:
+    path = os.path.join(workdir, "results.json")
+    with open(path, "w") as f:
         json.dump(results, f, indent=2, default=str)
-    first = jax.tree.map(lambda leaf: leaf[0], state.params)
-    figures.write_all(workdir, config, task, cell, first)
+    best = jax.tree.map(lambda leaf: leaf[0], loop.best_params)
+    paths = figures.write_all(workdir, config, task, cell, best, _best_title(meta, 0))
+    print(summary(results, task.num_outputs == 1, [path, *paths]))
     return results
 
 
@@ -443,16 +303,21 @@ def redraw_figures(config: ml_collections.ConfigDict, workdir: str, member: int 
     cell = models.make_cell(config.model)
     like = init_population(cell, task, population(config), config.model.init)
     checkpoints = Checkpoints(workdir)
-    step = checkpoints.best.latest_step()
-    if step is None:
+    try:
+        checkpoints.check_model(like)
+        restored = checkpoints.restore(checkpoints.best, {"params": like})
+    finally:
         checkpoints.close()
+    if restored is None:
         raise FileNotFoundError(f"{workdir}/best holds no checkpoint to draw.")
-    abstract = {"params": jax.tree.map(ocp.utils.to_shape_dtype_struct, like)}
-    restored = checkpoints.best.restore(step, args=ocp.args.Composite(
-        tree=ocp.args.StandardRestore(abstract), meta=ocp.args.JsonRestore()))
-    checkpoints.close()
-    chosen = jax.tree.map(lambda leaf: leaf[member], restored.tree["params"])
-    return figures.write_all(workdir, config, task, cell, chosen)
+    tree, meta = restored
+    chosen = jax.tree.map(lambda leaf: leaf[member], tree["params"])
+    return figures.write_all(workdir, config, task, cell, chosen, _best_title(meta, member))
+
+
+def _best_title(meta: dict, member: int) -> str:
+    best = meta["members"][member]["best"]
+    return "initial parameters" if best is None else f"best checkpoint, step {best['step']:,}"
 
 
 def summarize(members: list[dict]) -> list[dict]:
@@ -476,7 +341,12 @@ def summarize(members: list[dict]) -> list[dict]:
 
 
 class _TrainLoop:
-    """The training loop's bookkeeping: logging, evaluation, best/latest checkpoints."""
+    """The training loop's bookkeeping: logging, evaluation, best/latest checkpoints.
+
+    Every way the loop ends (the last step, ``max_train_seconds``, ``stop_when_solved``, a
+    signal) goes through one path: the step is checked, saved, and (but for a signal, which
+    should stop promptly) evaluated.
+    """
 
     def __init__(self, config, task: TaskData, members: list[Member], checkpoints: Checkpoints,
                  writer: MetricWriter, evaluate_split, meta: dict, best_params: Params):
@@ -484,27 +354,39 @@ class _TrainLoop:
         self.checkpoints, self.writer, self.evaluate_split = checkpoints, writer, evaluate_split
         self.meta, self.best_params = meta, best_params
         self.start_time = time.time() - meta["seconds"]
+        self.signal: int | None = None
 
     def run(self, state: TrainState, train_step, total_steps: int) -> TrainState:
+        previous = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            return self._run(state, train_step, total_steps)
+        finally:
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
+
+    def _on_signal(self, signum: int, frame) -> None:
+        del frame
+        self.signal = signum
+
+    def _run(self, state: TrainState, train_step, total_steps: int) -> TrainState:
         config = self.config
         step = int(state.step)
         validate_every = eval_every(config, self.task)
-        progress = tqdm.tqdm(total=total_steps, initial=step, desc=config.task,
-                             dynamic_ncols=True, mininterval=5.0)
+        console = Console(total_steps, step, config.task)
         unchecked = []  # (step, metrics still on the device): no host sync between logs
         out_of_time = self.out_of_time()
         if out_of_time and step < total_steps:
-            progress.write(f"config.max_train_seconds={config.max_train_seconds:g} is spent "
-                           f"({self.meta['seconds']:.0f} s trained): nothing to train. Raise "
-                           f"it to go on from step {step}.")
+            console.write(f"config.max_train_seconds={config.max_train_seconds:g} is spent "
+                          f"({self.meta['seconds']:.0f} s trained): nothing to train. Raise "
+                          f"it to go on from step {step}.")
         while step < total_steps and not out_of_time:
             state, metrics = train_step(state, step)
             step += 1
             unchecked.append((step, metrics))
-            progress.update(1)
+            console.step_done(step, state)
             out_of_time = self.out_of_time()  # read once a step: the loop ends only via done
-            done = step == total_steps or out_of_time
-            validate = step % validate_every == 0 or done
+            done = step == total_steps or out_of_time or self.signal is not None
+            validate = (step % validate_every == 0 or done) and self.signal is None
             save = step % config.checkpoint_every == 0 or done
             if not (step % config.log_every == 0 or validate or save):
                 continue
@@ -512,10 +394,11 @@ class _TrainLoop:
             unchecked = []
             if step % config.log_every == 0:
                 self.writer.write(step, "train", self.members, metrics)
-                progress.set_postfix(loss=_mean(metrics, "loss"), metric=_mean(metrics, "metric"),
-                                     updates=_mean(metrics, "updates"))
+                console.progress.set_postfix(loss=mean(metrics, "loss"),
+                                             metric=mean(metrics, "metric"),
+                                             updates=mean(metrics, "updates"))
             if validate:
-                all_solved = self.validate(state, step, progress)
+                all_solved = self.validate(state, step, console)
                 done = done or (config.stop_when_solved and all_solved)
             if save or done:  # done: also when stop_when_solved just ended the run
                 self.meta["seconds"] = time.time() - self.start_time
@@ -523,8 +406,11 @@ class _TrainLoop:
                     "state": state, "best_params": self.best_params}, self.meta)
             if done:
                 break
-        progress.close()
+        console.close()
         self.meta["seconds"] = time.time() - self.start_time
+        if self.signal is not None:
+            self.checkpoints.latest.wait_until_finished()
+            raise Interrupted(step, self.signal)
         return state
 
     def check_finite(self, unchecked: list[tuple[int, dict]]) -> list[dict]:
@@ -546,11 +432,11 @@ class _TrainLoop:
         limit = self.config.max_train_seconds
         return limit > 0 and time.time() - self.start_time >= limit
 
-    def validate(self, state: TrainState, step: int, progress) -> bool:
+    def validate(self, state: TrainState, step: int, console: Console) -> bool:
         """Evaluates on validation (and on test where a member improved); True if all solved."""
         validation = self.evaluate_split(state.params, "validation")
         self.writer.write(step, "validation", self.members, validation)
-        progress.write(f"step {step}: validation {_summary(validation)}")
+        console.write(f"step {step}: validation {one_line(validation)}")
         records = self.meta["members"]
         improved = np.array([r["best"] is None or _rank(v, self.task) > _rank(
             r["best"]["validation"], self.task) for r, v in zip(records, validation, strict=True)])
@@ -568,8 +454,8 @@ class _TrainLoop:
             if values.get("solved") and record["solved_step"] is None:
                 record["solved_step"] = step
                 record["solved_seconds"] = time.time() - self.start_time
-                progress.write(f"seed {record['seed']}, λ={record['cost_per_sample']:g}: solved "
-                               f"at step {step} after {record['solved_seconds']:.0f} s.")
+                console.write(f"seed {record['seed']}, λ={record['cost_per_sample']:g}: solved "
+                              f"at step {step} after {record['solved_seconds']:.0f} s.")
         return all(bool(v.get("solved")) for v in validation)
 
 
@@ -582,13 +468,8 @@ def _rank(metrics: dict, task: TaskData) -> tuple:
     return (0, metric, 0.0)
 
 
-def _mean(metrics: list[dict], key: str) -> str:
-    return f"{np.mean([m[key] for m in metrics]):.4g}"
-
-
-def _summary(metrics: list[dict]) -> str:
-    return " | ".join(", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
-                                for k, v in member.items()) for member in metrics)
+class WorkdirError(OSError):
+    """The workdir cannot be used; the message says why."""
 
 
 def _check_workdir(workdir: str) -> None:
@@ -600,4 +481,4 @@ def _check_workdir(workdir: str) -> None:
             f.write(b"\0" * 1024 * 1024)  # room for at least a small checkpoint
         os.remove(probe)
     except OSError as e:
-        raise OSError(f"--workdir={workdir!r} is not writable: {e}.") from e
+        raise WorkdirError(f"--workdir={workdir!r} is not writable: {e}.") from e

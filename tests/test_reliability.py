@@ -77,18 +77,50 @@ def test_bad_config_is_refused_and_checkpoints_are_untouched(trained_workdir, fi
 def test_batch_not_divisible_by_devices_is_refused():
     config = tiny_config("adding")
     config.batch_size = 6
-    with pytest.raises(ValueError, match="batch_size=6 is invalid: must be > 0 and divisible by "
-                                         "the 4 devices"):
+    with pytest.raises(ValueError, match=re.escape(
+            "batch_size=6 is invalid: must be > 0 and divisible by the number of devices (4)")):
         trainer.check_config(config, num_devices=4)
 
 
-def test_unknown_config_key_is_refused_by_the_command_line(tmp_path):
-    result = subprocess.run(
-        [sys.executable, "train.py", "--config=configs/adding.py", f"--workdir={tmp_path}",
-         "--config.model.hiden_size=8"], cwd=ROOT, capture_output=True, text=True, timeout=120)
-    assert result.returncode != 0
-    assert "hiden_size" in result.stderr
-    assert not os.listdir(tmp_path)
+def test_user_errors_print_one_line_and_touch_nothing(tmp_path):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("")
+    cases = {  # flags -> what the line says
+        ("--config.model.hiden_size=8",): 'unknown config key \'hiden_size\'. Did you mean "hid',
+        ("--config.batch_size=0",): "config.batch_size=0 is invalid: must be > 0",
+        ("--config=configs/nope.py",): "--config=configs/nope.py: no such file. The configs are",
+        (f"--workdir={blocker}",): "is not writable",
+    }
+    runs = {flags: subprocess.Popen(
+        [sys.executable, os.path.join(ROOT, "train.py"), "--config=configs/adding.py",
+         f"--workdir={tmp_path / 'work'}", *flags], cwd=tmp_path, stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True) for flags in cases}
+    for flags, run in runs.items():
+        out, err = run.communicate(timeout=120)
+        assert run.returncode == 2, (flags, err)
+        assert err.count("\n") == 1 and err.startswith("train.py: ") and "Traceback" not in err
+        assert cases[flags] in err, (flags, err)
+    assert sorted(os.listdir(tmp_path)) == ["a_file"]
+
+
+def test_ctrl_c_saves_and_says_how_to_resume(tmp_path):
+    command = [sys.executable, os.path.join(ROOT, "train.py"), "--config=configs/adding.py",
+               "--config.num_train_steps=100000", "--config.checkpoint_every=100000",
+               "--config.eval_every=100000", *TINY_FLAGS]
+    run = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.DEVNULL,
+                           stderr=subprocess.PIPE, text=True)
+    metrics = tmp_path / "workdirs" / "adding" / "metrics.jsonl"  # the config's default workdir
+    deadline = time.time() + 120
+    while time.time() < deadline and not (metrics.exists() and metrics.read_text().count("\n") > 2):
+        time.sleep(0.05)
+    run.send_signal(signal.SIGINT)
+    err = run.communicate(timeout=60)[1]
+    assert run.returncode == 130, err
+    assert "Traceback" not in err
+    step = int(re.search(r"interrupted at step (\d+); rerun the same command to resume", err)[1])
+    checkpoints = trainer.Checkpoints(str(tmp_path / "workdirs" / "adding"))
+    assert checkpoints.latest.latest_step() == step > 2
+    checkpoints.close()
 
 
 def test_unwritable_workdir_fails_at_start_up(tmp_path):
@@ -155,6 +187,9 @@ def test_sigkilled_run_resumes_bit_identically(tmp_path):
     assert resumed.wait(timeout=300) == 0, resumed.stderr.read()
     for a, b in zip(_leaves(tmp_path / "straight"), _leaves(tmp_path / "killed"), strict=True):
         np.testing.assert_array_equal(a, b)
+    # The steps logged after the last checkpoint and replayed on resume appear once.
+    metrics = [(tmp_path / run / "metrics.jsonl").read_text() for run in ("straight", "killed")]
+    assert metrics[0] == metrics[1]
 
 
 def test_a_save_cut_short_leaves_the_previous_checkpoint_usable(tmp_path, capsys):
@@ -166,8 +201,23 @@ def test_a_save_cut_short_leaves_the_previous_checkpoint_usable(tmp_path, capsys
     (partial / "tree" / "garbage").write_bytes(b"\0" * 100)
     config.num_train_steps = 4
     results = trainer.train_and_evaluate(config, str(tmp_path))
-    assert "from step 2." in capsys.readouterr().out
+    assert "Steps 2 -> 4 (resuming)" in capsys.readouterr().out
     assert results["steps"] == 4
+
+
+def test_a_workdir_whose_best_checkpoint_is_another_model_is_refused(trained_workdir,
+                                                                    tmp_path):
+    import shutil
+
+    workdir = tmp_path / "only_best"
+    shutil.copytree(trained_workdir, workdir)
+    shutil.rmtree(workdir / "latest")
+    config = tiny_config("adding")
+    config.model.hidden_size = 5
+    with pytest.raises(ValueError, match="best holds a checkpoint of a different model"):
+        trainer.train_and_evaluate(config, str(workdir))
+    with pytest.raises(ValueError, match="best holds a checkpoint of a different model"):
+        trainer.redraw_figures(config, str(workdir))
 
 
 def test_a_replayed_step_overwrites_the_checkpoint_a_kill_left_behind(tmp_path):

@@ -32,7 +32,7 @@ def tiny_config(name: str, **data):
     config.num_figure_examples = 2
     sizes = {"adding": {"seq_length": 10, "num_eval": 12},
              "frequency": {"duration_ms": 20.0, "num_eval": 12},
-             "imdb": {"seq_length": 12, "vocab_size": 50},
+             "imdb": {"seq_length": 12, "vocab_size": 50, "source": "csv"},
              "ucf101": {"seq_length": 10}}
     for key, value in {**sizes.get(name, {}), **data}.items():
         config.data[key] = value
@@ -65,6 +65,7 @@ def test_every_config_trains_end_to_end(name, tmp_path, mnist_dir, imdb_csv, ucf
     assert 0 < best["test"]["updates_percent"] <= 100
     lines = [json.loads(line) for line in open(tmp_path / "metrics.jsonl")]
     assert {line["split"] for line in lines} == {"train", "validation", "test"}
+    assert {line["task"] for line in lines} == {name}
     assert os.path.isfile(tmp_path / "updates.png")
     assert os.path.isfile(tmp_path / "curves.png")
     assert os.path.isfile(tmp_path / "results.json")
@@ -153,7 +154,7 @@ def test_four_device_data_parallel_run_equals_one_device_run(tmp_path):
 
 def test_missing_dataset_fails_fast_with_how_to(tmp_path):
     for name, data, match in [
-        ("mnist", {"dir": str(tmp_path / "nowhere")}, "MNIST IDX files"),
+        ("mnist", {"dir": str(tmp_path / "nowhere"), "download": False}, "MNIST IDX files"),
         ("mnist", {"source": "tfds", "dir": str(tmp_path)}, "not prepared"),
         ("imdb", {"dir": str(tmp_path / "none.csv")}, "text,label"),
         ("ucf101", {"dir": str(tmp_path)}, "classInd.txt"),

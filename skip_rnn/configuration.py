@@ -1,0 +1,116 @@
+"""A run's configuration: the ``reference_code`` switch, validation, and a readable listing.
+
+Every key is documented by the comment beside it in ``configs/common.py`` or the task's config
+file; :func:`describe` prints those comments (``train.py --show_config``).
+"""
+
+from __future__ import annotations
+
+import inspect
+import re
+
+import ml_collections
+
+from skip_rnn import data, models
+from skip_rnn.skip import GRADIENTS
+
+BUDGET_LOSSES = ("cost_per_sample", "l1", "l2", "time_weighted")
+REGRESSION_LOSSES = ("mse", "half_mse")
+# What config.reference_code=True sets: the places where the authors' TensorFlow code
+# (imatge-upc/skiprnn-2017-telecombcn) differs from the paper's text.
+REFERENCE_CODE = {
+    "model.gradient": "reference_code",  # src/rnn_cells/skip_rnn_cells.py: cum_update_prob
+    "model.init": "reference_code",  # src/rnn_cells/rnn_ops.py: Glorot [x; h], s0 ~ N(0, 1)
+    "regression_loss": "half_mse",  # src/01_adding_task.py: tf.nn.l2_loss / batch size
+}
+
+
+class ConfigError(ValueError):
+    """A configuration value that cannot work; the message names the field and the fix."""
+
+
+def resolve(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """A copy of ``config`` with ``reference_code=True`` spelled out (:data:`REFERENCE_CODE`)."""
+    config = config.copy_and_resolve_references()
+    if config.reference_code:
+        for key, value in REFERENCE_CODE.items():
+            *parents, last = key.split(".")
+            node = config
+            for part in parents:
+                node = node[part]
+            node[last] = value
+    return config
+
+
+def check_config(config: ml_collections.ConfigDict, num_devices: int) -> None:
+    """Rejects nonsensical values before any data is read, naming the field."""
+    devices = f"divisible by the number of devices ({num_devices})"
+    checks = [
+        ("task", config.task in data.base.TASKS, f"one of {data.base.TASKS}"),
+        ("model.cell", config.model.cell in models.CELLS, f"one of {models.CELLS}"),
+        ("model.binarize", config.model.binarize in ("round", "bernoulli"), "round | bernoulli"),
+        ("model.gradient", config.model.gradient in GRADIENTS, " | ".join(GRADIENTS)),
+        ("model.init", config.model.init in models.INITS, " | ".join(models.INITS)),
+        ("model.p_skip", 0 <= config.model.p_skip < 1
+         and (config.model.p_skip == 0 or not config.model.cell.startswith("skip_")),
+         "in [0, 1), and 0 for skip_* cells (p_skip makes a plain cell skip at random)"),
+        ("regression_loss", config.regression_loss in REGRESSION_LOSSES,
+         " | ".join(REGRESSION_LOSSES)),
+        ("budget_loss", config.budget_loss in BUDGET_LOSSES, f"one of {BUDGET_LOSSES}"),
+        ("cost_per_sample", config.cost_per_sample >= 0, ">= 0"),
+        ("costs_per_sample", all(c >= 0 for c in config.costs_per_sample), "all >= 0"),
+        ("num_seeds", config.num_seeds > 0, "> 0"),
+        ("learning_rate", config.learning_rate > 0, "> 0"),
+        ("clip_norm", config.clip_norm > 0, "> 0"),
+        ("model.hidden_size", config.model.hidden_size > 0, "> 0"),
+        ("model.num_layers", config.model.num_layers > 0, "> 0"),
+        ("model.max_updates", config.model.max_updates >= 0, ">= 0 (0: no hard budget)"),
+        ("model.dropout", 0 <= config.model.dropout < 1, "in [0, 1)"),
+        ("batch_size", config.batch_size > 0 and config.batch_size % num_devices == 0,
+         f"> 0 and {devices}"),
+        ("eval_batch_size", config.eval_batch_size > 0
+         and config.eval_batch_size % num_devices == 0, f"> 0 and {devices}"),
+        ("num_train_steps", config.num_train_steps > 0 or config.num_epochs > 0,
+         "> 0, or num_epochs > 0"),
+        ("max_train_seconds", config.max_train_seconds >= 0, ">= 0 (0: no limit)"),
+        ("eval_every", config.eval_every >= 0, ">= 0 (0: once per epoch)"),
+        ("checkpoint_every", config.checkpoint_every > 0, "> 0"),
+        ("log_every", config.log_every > 0, "> 0"),
+    ]
+    for key in ("seq_length", "num_eval", "duration_ms", "sampling_period_ms", "vocab_size"):
+        if key in config.data:
+            checks.append((f"data.{key}", config.data[key] > 0, "> 0"))
+    if "encoder_flops_per_frame" in config.data:
+        checks.append(("data.encoder_flops_per_frame", config.data.encoder_flops_per_frame >= 0,
+                       ">= 0"))
+    for field, ok, allowed in checks:
+        if not ok:
+            value = config
+            for part in field.split("."):
+                value = value[part]
+            raise ConfigError(f"config.{field}={value!r} is invalid: must be {allowed}.")
+
+
+def describe(config: ml_collections.ConfigDict, *modules) -> str:
+    """Every key of ``config`` with its value and the comment that documents it in the config
+    files (``modules``: the task's config module and ``configs.common``)."""
+    comments = {}
+    for module in modules:
+        for key, comment in re.findall(r"config\.([\w.]+) = [^#\n]*#\s*(.*)",
+                                       inspect.getsource(module)):
+            comments.setdefault(key, comment)
+    lines = []
+    for key, value in _flatten(config.to_dict()):
+        help_text = comments.get(key, "")
+        lines.append(f"  {key} = {value!r}" + (f"    # {help_text}" if help_text else ""))
+    return "\n".join(lines)
+
+
+def _flatten(tree: dict, prefix: str = "") -> list[tuple[str, object]]:
+    items = []
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            items += _flatten(value, f"{prefix}{key}.")
+        else:
+            items.append((f"{prefix}{key}", value))
+    return items

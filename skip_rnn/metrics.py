@@ -1,0 +1,146 @@
+"""What a run reports: ``metrics.jsonl`` and TensorBoard events, and the console (a start-up
+banner, progress with an honest time estimate, a final summary)."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from typing import Any
+
+import jax
+import numpy as np
+import tqdm
+
+
+class MetricWriter:
+    """``metrics.jsonl`` (one JSON object per step, split and member) and TensorBoard events.
+
+    A resumed run first drops the rows written after its checkpoint (a killed run logged
+    steps it is about to replay), so every (step, split, member) appears once.
+    """
+
+    def __init__(self, workdir: str, task: str, resume_step: int):
+        from tensorboardX import SummaryWriter
+
+        self.task = task
+        path = os.path.join(workdir, "metrics.jsonl")
+        if os.path.exists(path):
+            with open(path) as f:
+                kept = [line for line in f if json.loads(line)["step"] <= resume_step]
+            with open(path + ".tmp", "w") as f:
+                f.writelines(kept)
+            os.replace(path + ".tmp", path)
+        self.jsonl = open(path, "a")  # noqa: SIM115
+        self.tensorboard = SummaryWriter(os.path.join(workdir, "tensorboard"))
+
+    def write(self, step: int, split: str, members: list, metrics: list[dict[str, Any]]) -> None:
+        """One line per member; TensorBoard tags ``[member<m>/]<split>/<name>``."""
+        for m, (member, values) in enumerate(zip(members, metrics, strict=True)):
+            record = {"step": step, "split": split, "task": self.task, "member": m,
+                      **member._asdict(), **values}
+            self.jsonl.write(json.dumps(record) + "\n")
+            prefix = f"member{m}/" if len(members) > 1 else ""
+            for name, value in values.items():
+                self.tensorboard.add_scalar(f"{prefix}{split}/{name}", float(value), step)
+        self.jsonl.flush()
+
+    def close(self) -> None:
+        self.jsonl.close()
+        self.tensorboard.close()
+
+
+class Console:
+    """Progress on the terminal: a banner, a tqdm bar, one time estimate, a summary."""
+
+    TIMED_STEPS = 10  # measured after the first (compiling) step, before the estimate
+
+    def __init__(self, total_steps: int, start_step: int, desc: str):
+        self.total_steps, self.start_step = total_steps, start_step
+        self.progress = tqdm.tqdm(total=total_steps, initial=start_step, desc=desc,
+                                  dynamic_ncols=True, mininterval=5.0)
+        self.timer: float | None = None
+
+    def write(self, message: str) -> None:
+        self.progress.write(message)
+
+    def step_done(self, step: int, state) -> None:
+        """Advances the bar; times steps ``start + 1 .. start + 1 + TIMED_STEPS`` (blocking on
+        the device twice) and prints how long the rest of training will take."""
+        self.progress.update(1)
+        if step == self.start_step + 1 or step == self.start_step + 1 + self.TIMED_STEPS:
+            jax.block_until_ready(state)
+            if self.timer is None:
+                self.timer = time.time()
+                return
+            per_step = (time.time() - self.timer) / self.TIMED_STEPS
+            remaining = self.total_steps - step
+            self.write(f"{per_step:.3g} s a step: about {_duration(per_step * remaining)} for "
+                       f"the remaining {remaining:,} steps (evaluations not included).")
+
+    def close(self) -> None:
+        self.progress.close()
+
+
+def banner(config, members: list, total_steps: int, start_step: int, workdir: str,
+           devices: list) -> str:
+    """What is about to run, in a few lines."""
+    model = config.model
+    cell = model.cell + (f" (p_skip = {model.p_skip:g})" if model.p_skip else "")
+    layers = f"{model.num_layers} x {model.hidden_size}" if model.num_layers > 1 \
+        else f"{model.hidden_size}"
+    costs = sorted({m.cost_per_sample for m in members})
+    seeds = sorted({m.seed for m in members})
+    kinds = sorted({d.platform for d in devices})
+    lines = [
+        f"Task {config.task}: {cell}, {layers} units, λ in {{{', '.join(f'{c:g}' for c in costs)}}}"
+        f" x seeds {seeds} = {len(members)} member{'s' * (len(members) > 1)}.",
+        f"Steps {start_step:,} -> {total_steps:,} ({'resuming' if start_step else 'new run'}), "
+        f"batch {config.batch_size}, learning rate {config.learning_rate:g}, on "
+        f"{len(devices)} {'/'.join(kinds)} device{'s' * (len(devices) > 1)}.",
+        f"Workdir {workdir}",
+    ]
+    if config.max_train_seconds:
+        lines.append(f"Stops after {_duration(config.max_train_seconds)} of training "
+                     "(config.max_train_seconds).")
+    return "\n".join(lines)
+
+
+def summary(results: dict, regression: bool, paths: list[str]) -> str:
+    """The final report: each member's best (validation and test), and where the files are."""
+    name = "MSE" if regression else "accuracy"
+    lines = [f"Done: {results['steps']:,} steps in {_duration(results['seconds'])}."]
+    for m, member in enumerate(results["members"]):
+        who = f"member {m} (seed {member['seed']}, λ={member['cost_per_sample']:g})"
+        best = member["best"]
+        if best is None:
+            lines.append(f"  {who}: not evaluated.")
+            continue
+        test = best["test"]
+        solved = ("" if member.get("solved_step") is None
+                  else f", solved at step {member['solved_step']:,}")
+        lines.append(
+            f"  {who}: best at step {best['step']:,}: validation {name} "
+            f"{best['validation']['metric']:.4g}, test {name} {test['metric']:.4g}, "
+            f"{test['updates_percent']:.1f}% updates ({test['updates_mean']:.1f} ± "
+            f"{test['updates_std']:.1f} per sequence){solved}.")
+    lines += [f"  {os.path.basename(p)}: {p}" for p in paths]
+    return "\n".join(lines)
+
+
+def mean(metrics: list[dict], key: str) -> str:
+    return f"{np.mean([m[key] for m in metrics]):.4g}"
+
+
+def one_line(metrics: list[dict]) -> str:
+    """Each member's metrics as ``name=value``, members separated by ``|``."""
+    return " | ".join(", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+                                for k, v in member.items()) for member in metrics)
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
