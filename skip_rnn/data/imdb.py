@@ -4,10 +4,16 @@ Padding is handled with ``lengths`` (padded steps never update nor count). Token
 words (``<br />`` removed); vocabulary: the ``vocab_size - 2`` most frequent training words
 (id 0 pads, id 1 is out-of-vocabulary). Sources:
 
+- ``"aclimdb"`` (the paper's data): the Large Movie Review Dataset (Maas et al. 2011) as
+  published, ``aclImdb_v1.tar.gz``: its ``train/{pos,neg}`` (25,000 reviews; 15% held out for
+  validation with a fixed seed, as the paper) and ``test/{pos,neg}`` (the 25,000 test
+  reviews). Read from ``config.data.dir/aclImdb``; when absent, the archive is unpacked there
+  (downloaded first from ``config.data.url`` and checked against its published SHA-256 when it
+  is missing and ``config.data.download``).
 - ``"csv"``: a ``text,label`` CSV (optionally gzipped) of labelled reviews, split with a fixed
   seed into train / validation / test (``config.data.split``: fractions). The 25,000-review
   train file is *not* the paper's test split: results on it must say so.
-- ``"tfds"``: ``imdb_reviews`` (train and test); 15% of train is held out for validation.
+- ``"tfds"``: ``imdb_reviews`` (the same train and test), 15% of train held out likewise.
 
 The embedding starts from a word2vec binary file when ``config.data.word2vec`` names one,
 else ~ U(-0.25, 0.25) (§4.4), drawn from each population member's own seed.
@@ -26,11 +32,17 @@ import ml_collections
 import numpy as np
 
 from skip_rnn.data.base import Batch, TaskData, epoch_batches
+from skip_rnn.data.download import extract_tar, fetch
 from skip_rnn.data.sources import DataError, tfds_arrays
 
 PAD, OOV = 0, 1
+VALIDATION_FRACTION = 0.15  # of the train split (aclimdb, tfds), as the paper
+URL = "https://ai.stanford.edu/~amaas/data/sentiment/aclImdb_v1.tar.gz"
+# SHA-256 of aclImdb_v1.tar.gz (84,125,825 bytes) as published in tensorflow-datasets'
+# datasets/imdb_reviews/checksums.tsv.
+SHA256 = "c40f74a18d3b61f90feba1e17730e0d38e8b97c05fde7008942e91923d1658fe"
 HOW_TO = ("Set --config.data.dir to a CSV file with columns text,label (gzipped or not), or "
-          "use --config.data.source=tfds.")
+          "use --config.data.source=aclimdb (the default) or tfds.")
 _WORD = re.compile(r"[a-z0-9]+(?:'[a-z]+)?")
 
 
@@ -54,6 +66,58 @@ def read_csv(path: str | None) -> tuple[list[str], np.ndarray]:
     if not set(np.unique(labels)) <= {0, 1}:
         raise DataError(f"{path}: labels must be 0 or 1, got {sorted(set(labels.tolist()))}.")
     return [r["text"] for r in rows], labels
+
+
+def how_to(d: ml_collections.ConfigDict) -> str:
+    return (f"Put aclImdb_v1.tar.gz (from {d.url}), or the aclImdb folder it holds, in "
+            f"{d.dir!r}, or set --config.data.dir to a folder holding one, or use "
+            "--config.data.source=csv (a text,label CSV) or tfds.")
+
+
+def acl_imdb_root(d: ml_collections.ConfigDict) -> str:
+    """``d.dir/aclImdb``; unpacked from ``d.dir/aclImdb_v1.tar.gz`` (downloaded from ``d.url``
+    when missing and ``d.download``) when it is absent."""
+    if os.path.isfile(d.dir):
+        raise DataError(f"config.data.dir={d.dir!r} is a file; config.data.source='aclimdb' "
+                        "needs a folder. For a text,label CSV, add --config.data.source=csv.")
+    root = os.path.join(d.dir, "aclImdb")
+    if os.path.isdir(root):
+        return root
+    archive = os.path.join(d.dir, os.path.basename(URL))
+    if not os.path.isfile(archive):
+        if not d.download:
+            raise DataError(f"config.data.dir={d.dir!r} has neither aclImdb/ nor "
+                            f"{os.path.basename(URL)} and config.data.download is False. "
+                            f"{how_to(d)}")
+        fetch(d.url, SHA256, archive, how_to(d))
+    extract_tar(archive, d.dir)
+    if not os.path.isdir(root):
+        raise DataError(f"{archive} holds no aclImdb folder: it is not aclImdb_v1.tar.gz. "
+                        f"{how_to(d)}")
+    return root
+
+
+def read_acl_imdb(root: str, split: str) -> tuple[list[str], np.ndarray]:
+    """The reviews of ``root/split/{neg,pos}/*.txt`` (sorted by name) and their labels, 1 for
+    positive."""
+    texts, labels = [], []
+    for label, sentiment in enumerate(("neg", "pos")):
+        folder = os.path.join(root, split, sentiment)
+        if not os.path.isdir(folder):
+            raise DataError(f"{folder} is missing: {root} is not the aclImdb layout "
+                            "(train|test / pos|neg / *.txt); delete it and run again.")
+        names = sorted(n for n in os.listdir(folder) if n.endswith(".txt"))
+        for name in names:
+            # errors="replace": the tokenizer keeps ASCII letters and digits only.
+            with open(os.path.join(folder, name), encoding="utf-8", errors="replace") as f:
+                texts.append(f.read())
+        labels += [label] * len(names)
+    return texts, np.array(labels, np.int32)
+
+
+def tfds_reviews(split: str, data_dir: str) -> tuple[list[str], np.ndarray]:
+    arrays = tfds_arrays("imdb_reviews", split, data_dir)
+    return [t.decode("utf-8") for t in arrays["text"]], arrays["label"].astype(np.int32)
 
 
 def build_vocabulary(texts: list[list[str]], vocab_size: int) -> dict[str, int]:
@@ -112,20 +176,28 @@ def _split(n: int, fractions, seed: int) -> list[np.ndarray]:
     return np.split(order, bounds)
 
 
-def load(config: ml_collections.ConfigDict) -> TaskData:
-    d = config.data
+def read_splits(d: ml_collections.ConfigDict) -> tuple[list[str], np.ndarray, list[np.ndarray]]:
+    """All texts, their labels, and the indices of train, validation and test."""
     if d.source == "csv":
         texts, labels = read_csv(d.dir)
-        parts = _split(len(texts), d.split, d.split_seed)
+        return texts, labels, _split(len(texts), d.split, d.split_seed)
+    if d.source == "aclimdb":
+        root = acl_imdb_root(d)
+        splits = [read_acl_imdb(root, s) for s in ("train", "test")]
     elif d.source == "tfds":
-        arrays = [tfds_arrays("imdb_reviews", s, d.dir, d.download) for s in ("train", "test")]
-        texts = [t.decode("utf-8") for a in arrays for t in a["text"]]
-        labels = np.concatenate([a["label"] for a in arrays]).astype(np.int32)
-        num_train = len(arrays[0]["label"])
-        train, validation = _split(num_train, (0.85, 0.15), d.split_seed)
-        parts = [train, validation, np.arange(num_train, len(texts))]
+        splits = [tfds_reviews(s, d.dir) for s in ("train", "test")]
     else:
-        raise ValueError(f"config.data.source must be 'csv' or 'tfds', got {d.source!r}.")
+        raise ValueError(f"config.data.source must be 'aclimdb', 'csv' or 'tfds', got "
+                         f"{d.source!r}.")
+    (train, train_labels), (test, test_labels) = splits
+    held_out = _split(len(train), (1 - VALIDATION_FRACTION, VALIDATION_FRACTION), d.split_seed)
+    parts = [*held_out, np.arange(len(train), len(train) + len(test))]
+    return train + test, np.concatenate([train_labels, test_labels]), parts
+
+
+def load(config: ml_collections.ConfigDict) -> TaskData:
+    d = config.data
+    texts, labels, parts = read_splits(d)
     words = [tokenize(t) for t in texts]
     vocab = build_vocabulary([words[i] for i in parts[0]], d.vocab_size)
     train, validation, test = (

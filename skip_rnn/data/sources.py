@@ -1,7 +1,8 @@
 """Reading datasets from disk or tensorflow-datasets, failing fast with a how-to when absent.
 
-No network is used unless ``download=True`` is asked for: tfds's own offline download retries
-for minutes, so a dataset that is not prepared is refused at once instead.
+The standard files of MNIST and IMDB are downloaded by :mod:`skip_rnn.data.download`;
+tensorflow-datasets are read only once prepared (``tfds build``): tfds's own download retries
+for minutes offline, so a dataset that is not prepared is refused at once instead.
 """
 
 from __future__ import annotations
@@ -51,18 +52,16 @@ def read_idx(path: str) -> np.ndarray:
     return np.frombuffer(data, np.uint8, offset=header).reshape(shape)
 
 
-def tfds_arrays(name: str, split: str, data_dir: str | None, download: bool) -> dict:
+def tfds_arrays(name: str, split: str, data_dir: str | None) -> dict:
     """A whole tfds split as NumPy arrays; refuses at once when it is not prepared locally."""
     import tensorflow_datasets as tfds
 
     builder = tfds.builder(name, data_dir=data_dir)
     if not builder.is_prepared():
-        if not download:
-            raise DataError(
-                f"tensorflow-datasets '{name}' is not prepared in {builder.data_dir!r}. Prepare "
-                f"it on a machine with internet (pip install tensorflow; then set "
-                f"--config.data.download=True, or run `tfds build {name}`) and point "
-                "--config.data.dir at it, or use the local-files source (see README)."
-            )
-        builder.download_and_prepare()
+        raise DataError(
+            f"tensorflow-datasets '{name}' is not prepared in {builder.data_dir!r}. Prepare it "
+            f"on a machine with internet (pip install tensorflow; tfds build {name} "
+            f"--data_dir=DIR) and set --config.data.dir=DIR, or use the default source, which "
+            "downloads the standard files itself (see README)."
+        )
     return tfds.as_numpy(builder.as_dataset(split=split, batch_size=-1))
