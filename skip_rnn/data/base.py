@@ -21,7 +21,8 @@ class Batch(NamedTuple):
 
     Attributes:
       inputs: ``[B, T, F]`` float32, or ``[B, T]`` int32 token ids (IMDB).
-      targets: ``[B]``: float32 regression targets, or int32 class labels.
+      targets: ``[B]``: float32 regression targets, or int32 class labels; or ``[B, T, C]``
+        float32 multi-hot labels of every step (tasks with ``TaskData.per_step``).
       lengths: ``[B]`` int32 valid steps, or ``None`` when every sequence is full length.
     """
 
@@ -54,6 +55,9 @@ class TaskData(NamedTuple):
       tokens: whether ``inputs`` are token ids that need an embedding.
       embedding: ``embedding(seed) -> [vocab, D]``, the initial embedding of the member with
         that seed (e.g. word2vec where known), or ``None``.
+      per_step: whether ``targets`` are ``[B, T, num_outputs]`` multi-hot labels of every step
+        (element-wise binary cross-entropy at each valid step, scored by
+        :func:`skip_rnn.localization.localization_map`) instead of one per sequence.
     """
 
     train_batch: Callable[[int, int], Batch]
@@ -64,9 +68,10 @@ class TaskData(NamedTuple):
     solved: Callable[[float], bool] | None = None
     tokens: bool = False
     embedding: Callable[[int], np.ndarray] | None = None
+    per_step: bool = False
 
 
-TASKS = ("adding", "frequency", "mnist", "imdb", "ucf101")
+TASKS = ("adding", "frequency", "mnist", "imdb", "ucf101", "charades")
 
 
 def load(config: ml_collections.ConfigDict) -> TaskData:
