@@ -15,6 +15,7 @@ from skip_rnn.budget import (
 from skip_rnn.cells import LSTMState, gru, lstm, stack
 from skip_rnn.flops import flops_per_update
 from skip_rnn.inference import JumpInfo, JumpStream, jump_stream, jump_unroll
+from skip_rnn.linen import from_linen
 from skip_rnn.random_skip import random_skip
 from skip_rnn.skip import SkipCell, SkipState, skip, skips_after_update, straight_through
 from skip_rnn.unroll import unroll
@@ -29,6 +30,7 @@ __all__ = [
     "SkipState",
     "budget_loss",
     "flops_per_update",
+    "from_linen",
     "gru",
     "jump_stream",
     "jump_unroll",

@@ -62,7 +62,7 @@ def jump_unroll(
     Args:
       cell: a skip cell from :func:`skip_rnn.skip` with ``binarize="round"``.
       params: its parameters.
-      xs: ``[B, T, F]``.
+      xs: ``[B, T, F]``, or ``[B, T, ..., F]`` (as :func:`skip_rnn.unroll`).
       lengths: optional int ``[B]``; steps ``t >= lengths[b]`` are padding.
 
     Returns:
@@ -91,7 +91,7 @@ def jump_unroll(
 
     def body(loop: Loop) -> Loop:
         go = active(loop)
-        x = jnp.where(go[:, None], xs[rows, jnp.minimum(loop.t, num_steps - 1)], 0)
+        x = where_rows(go, xs[rows, jnp.minimum(loop.t, num_steps - 1)], 0)
         new_state, h, skips = _update(cell, params, loop.state, x)
         state = jax.tree.map(lambda new, old: where_rows(go, new, old), new_state, loop.state)
         records = zip((loop.h, loop.at, loop.delta_u),
@@ -107,7 +107,7 @@ def jump_unroll(
         state,
         jnp.zeros_like(limit),
         jnp.zeros((), jnp.int32),
-        jnp.zeros((batch_size, num_steps, h0.shape[-1]), h0.dtype),
+        jnp.zeros((batch_size, num_steps, *h0.shape[1:]), h0.dtype),
         jnp.full((batch_size, num_steps), num_steps),
         jnp.zeros((batch_size, num_steps), h0.dtype),
     )
@@ -163,7 +163,8 @@ def _dense_outputs(h_at, at, delta_u_at, limit, h0, mask_padding: bool) -> Outpu
         return jnp.take_along_axis(records, jnp.maximum(index, 0), axis=1)
 
     last = count - 1
-    h = jnp.where((last >= 0)[..., None], of_update(h_at, last[..., None]), h0[:, None])
+    last_h = last.reshape(last.shape + (1,) * (h_at.ndim - 2))
+    h = jnp.where(last_h >= 0, of_update(h_at, last_h), h0[:, None])
     delta_u = of_update(delta_u_at, last)
     before = last - u.astype(jnp.int32)  # the last update strictly before each step
     since = (steps - of_update(at, before)).astype(h0.dtype)

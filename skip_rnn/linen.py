@@ -1,8 +1,16 @@
-"""Flax Linen adapter: the pure cells as ``flax.linen.RNNCellBase`` for ``nn.RNN``.
+"""Flax Linen adapters, both ways: Linen cells as pure cells, pure cells as Linen cells.
 
-The modules hold one parameter pytree (the pure cell's, under the name ``"cell"``) and call
-the pure ``step``; no equation is implemented twice. ``nn.RNN(SkipLSTMCell(110))(xs)``
-returns the :class:`skip_rnn.Output` of every step (leaves ``[B, T, ...]``).
+- :func:`from_linen`: any ``nn.RNNCellBase`` (Flax's ``OptimizedLSTMCell``, ``GRUCell``,
+  ``MGUCell``, ``ConvLSTMCell``, ``SimpleCell``, your own) as a :class:`skip_rnn.Cell`, so that
+  ``sr.skip``, ``sr.unroll`` and ``sr.jump_unroll`` run it.
+- :class:`Skip`: :func:`skip_rnn.skip` of any Linen cell, itself a Linen cell for ``nn.RNN``.
+- :class:`LSTMCell`, :class:`GRUCell`, :class:`SkipLSTMCell`, :class:`SkipGRUCell`: our pure
+  cells for ``nn.RNN``; they hold one parameter pytree (the pure cell's, under the name
+  ``"cell"``).
+
+Every module calls the pure ``step`` of :func:`skip_rnn.skip`; no equation is implemented
+twice. ``nn.RNN(SkipLSTMCell(110))(xs)`` returns the :class:`skip_rnn.Output` of every step
+(leaves ``[B, T, ...]``).
 
 Example:
   >>> import jax, jax.numpy as jnp, flax.linen as nn
@@ -14,7 +22,8 @@ Example:
 
 Bernoulli gates draw from the ``"skip"`` rng, one key per step:
 ``nn.RNN(SkipLSTMCell(8, binarize="bernoulli"), split_rngs={"params": False, "skip": True})``
-and ``rngs={"skip": key}`` in ``init`` and ``apply``.
+(or ``Skip(cell, binarize="bernoulli")``) and ``rngs={"skip": key}`` in ``init`` and
+``apply``.
 """
 
 from __future__ import annotations
@@ -23,10 +32,12 @@ from collections.abc import Callable
 from typing import Any, ClassVar
 
 import flax.linen as nn
+import jax
+import jax.numpy as jnp
 
 from skip_rnn import cells
-from skip_rnn.base import Array, Cell, PRNGKey, State
-from skip_rnn.skip import skip
+from skip_rnn.base import Array, Cell, Output, Params, PRNGKey, State
+from skip_rnn.skip import SkipCell, SkipState, skip
 
 
 class PureCell(nn.RNNCellBase):
@@ -107,3 +118,148 @@ class SkipGRUCell(_SkipCell):
     """:func:`skip_rnn.skip` of :func:`skip_rnn.gru` (the gate reads ``h``)."""
 
     make_layer = staticmethod(cells.gru)
+
+
+def default_gate_input(carry: State) -> Array:
+    """What the update gate reads unless told otherwise: the carry's first leaf, flattened per
+    example, ``[B, D]``. Flax's LSTM carries are ``(c, h)``, so the gate reads ``c`` (as the
+    paper); GRU, MGU and simple cells: ``h``; ``ConvLSTMCell``: ``c``, ``D = height·width·H``.
+    """
+    first = jax.tree.leaves(carry)[0]
+    return first.reshape(first.shape[0], -1)
+
+
+def default_output(carry: State) -> Array:
+    """The output a carry stands for unless told otherwise: its last leaf (``h`` in every Flax
+    cell: ``[B, H]``, ``ConvLSTMCell``: ``[B, height, width, H]``)."""
+    return jax.tree.leaves(carry)[-1]
+
+
+def from_linen(
+    module: nn.RNNCellBase,
+    *,
+    gate_input: Callable[[State], Array] = default_gate_input,
+    output: Callable[[State], Array] = default_output,
+    learned_initial_state: bool = False,
+    spatial_shape: tuple[int, ...] = (),
+) -> Cell:
+    """Any Linen recurrent cell as a pure :class:`skip_rnn.Cell`.
+
+    ``sr.skip(sr.from_linen(nn.OptimizedLSTMCell(128)))`` is a Skip LSTM built on Flax's cell;
+    ``sr.unroll``, ``sr.jump_unroll``, the budget losses and populations run it unchanged.
+    The state is the module's carry; ``step`` is ``module.apply`` and emits the module's output.
+
+    Parameters: the module's variables ``{"params": ...}``; with ``learned_initial_state``
+    also ``"s0"``, the carry without its batch axis, initialised by ``initialize_carry``.
+    Otherwise ``s_0`` is ``module.initialize_carry(jax.random.key(0), (B, *spatial_shape, 1))``
+    (``nn.RNN``'s default key; Flax's cells read only the batch and spatial sizes).
+
+    Args:
+      module: an unbound ``nn.RNNCellBase``: Flax's ``OptimizedLSTMCell``, ``LSTMCell``,
+        ``GRUCell``, ``MGUCell``, ``SimpleCell``, ``ConvLSTMCell``, or your own.
+      gate_input: ``gate_input(carry) -> [B, D]``, what the update gate reads
+        (:func:`default_gate_input`).
+      output: ``output(carry) -> h``, the output a carry stands for (:func:`default_output`).
+      learned_initial_state: learn ``s_0``, as the paper's cells do.
+      spatial_shape: the input axes between batch and features (``ConvLSTMCell``:
+        ``(height, width)``); inputs are then ``[B, *spatial_shape, F]``, sequences
+        ``[B, T, *spatial_shape, F]``.
+
+    Example:
+      >>> import jax, jax.numpy as jnp, flax.linen as nn, skip_rnn as sr
+      >>> cell = sr.skip(sr.from_linen(nn.OptimizedLSTMCell(8)))
+      >>> params = cell.init(jax.random.key(0), 3)
+      >>> state, out = sr.unroll(cell, params, jnp.ones((2, 5, 3)))
+      >>> out.h.shape, params["w_p"].shape  # the gate reads c
+      ((2, 5, 8), (8,))
+    """
+    if len(spatial_shape) != module.num_feature_axes - 1:
+        raise ValueError(
+            f"from_linen: {type(module).__name__} reads inputs with "
+            f"{module.num_feature_axes - 1} spatial axes: pass them as `spatial_shape`, "
+            f"got {spatial_shape}."
+        )
+
+    def carry(batch_size: int) -> State:
+        return module.initialize_carry(jax.random.key(0), (batch_size, *spatial_shape, 1))
+
+    def init(key: PRNGKey, input_size: int) -> Params:
+        variables = dict(module.init(key, carry(1), jnp.zeros((1, *spatial_shape, input_size))))
+        if learned_initial_state:
+            variables["s0"] = jax.tree.map(lambda s: s[0], carry(1))
+        return variables
+
+    def initial_state(params: Params, batch_size: int) -> State:
+        if learned_initial_state:
+            return cells._broadcast_s0(params, batch_size)
+        return carry(batch_size)
+
+    def step(params: Params, state: State, x: Array, key: PRNGKey | None = None):
+        del key
+        return module.apply({k: v for k, v in params.items() if k != "s0"}, state, x)
+
+    return Cell(init, initial_state, step, output, gate_input)
+
+
+class Skip(nn.RNNCellBase):
+    """:func:`skip_rnn.skip` of any Linen cell, itself a Linen cell for ``nn.RNN``.
+
+    The wrapped cell is the child ``"cell"``, so its parameters are laid out as in
+    ``nn.RNN(cell)``, one level down: ``{"cell": <the cell's>, "w_p": [D], "b_p": []}``; a
+    trained plain model's parameters drop in. The carry is a :class:`skip_rnn.SkipState`
+    around the cell's; the gate reads :func:`default_gate_input` of it; each step emits a
+    :class:`skip_rnn.Output`. ``nn.RNN(..., seq_lengths=)`` still runs (and gates) the
+    padding steps: mask ``out.u`` before a budget loss, as :func:`skip_rnn.unroll` does.
+
+    Attributes:
+      cell: any ``nn.RNNCellBase`` (``ConvLSTMCell`` included: inputs ``[B, T, h, w, F]``).
+      binarize, update_bias, max_updates, gradient: as in :func:`skip_rnn.skip`;
+        ``"bernoulli"`` gates draw from the ``"skip"`` rng.
+
+    Example:
+      >>> import jax, jax.numpy as jnp, flax.linen as nn
+      >>> from skip_rnn.linen import Skip
+      >>> rnn = nn.RNN(Skip(nn.GRUCell(8)))
+      >>> xs = jnp.ones((2, 5, 3))
+      >>> variables = rnn.init(jax.random.key(0), xs)
+      >>> sorted(variables["params"]["cell"])
+      ['b_p', 'cell', 'w_p']
+      >>> rnn.apply(variables, xs).u.shape
+      (2, 5)
+    """
+
+    cell: nn.RNNCellBase
+    binarize: str = "round"
+    update_bias: float = 1.0
+    max_updates: int | None = None
+    gradient: str = "eq5"
+
+    @nn.compact
+    def __call__(self, carry: SkipState, inputs: Array) -> tuple[SkipState, Output]:
+        """One step: ``carry`` as from :meth:`initialize_carry`, ``inputs`` ``[B, ..., F]``."""
+        cell = self._skip_cell(inputs.shape)
+        w_p = self.param("w_p", lambda key: cell.init(key, inputs.shape[-1])["w_p"])
+        b_p = self.param("b_p", lambda key: cell.init(key, inputs.shape[-1])["b_p"])
+        key = self.make_rng("skip") if self.binarize == "bernoulli" else None
+        return cell.step({"cell": None, "w_p": w_p, "b_p": b_p}, carry, inputs, key)
+
+    @nn.nowrap
+    def initialize_carry(self, rng: PRNGKey, input_shape: tuple[int, ...]) -> SkipState:
+        """The wrapped cell's initial carry inside a :class:`skip_rnn.SkipState` (``ũ_1 = 1``)."""
+        cell = self._skip_cell(input_shape, self.cell.initialize_carry(rng, input_shape))
+        return cell.initial_state({"cell": None, "b_p": jnp.zeros(())}, input_shape[0])
+
+    @nn.nowrap
+    def _skip_cell(self, input_shape: tuple[int, ...], carry: State | None = None) -> SkipCell:
+        """:func:`skip_rnn.skip` of the child called in place, its parameters in its scope."""
+        child = from_linen(self.cell, spatial_shape=tuple(input_shape[1:-1]))._replace(
+            init=lambda key, input_size: None,
+            step=lambda params, state, x, key=None: self.cell(state, x),
+        )
+        if carry is not None:
+            child = child._replace(initial_state=lambda params, batch_size: carry)
+        return skip(child, self.binarize, self.update_bias, self.max_updates, self.gradient)
+
+    @property
+    def num_feature_axes(self) -> int:
+        return self.cell.num_feature_axes

@@ -26,7 +26,8 @@ def unroll(
     Args:
       cell: any :class:`skip_rnn.Cell`.
       params: ``cell.init(...)``'s pytree.
-      xs: inputs ``[B, T, F]``.
+      xs: inputs ``[B, T, F]``, or ``[B, T, ..., F]`` for cells with spatial inputs
+        (``from_linen(nn.ConvLSTMCell(...))``: ``[B, T, height, width, F]``).
       lengths: optional int ``[B]``, valid steps per sequence.
       key: randomness for stochastic cells (``skip(..., binarize="bernoulli")``), split into
         one key per step.
@@ -37,7 +38,7 @@ def unroll(
       ``final_state`` (leaves ``[B, ...]``) and an :class:`Output` with ``h`` ``[B, T, H]`` and
       ``u``, ``u_tilde``, ``delta_u`` ``[B, T]``.
     """
-    if xs.ndim != 3:
+    if xs.ndim < 3:
         raise ValueError(f"unroll: `xs` must be [batch, time, features], got shape {xs.shape}.")
     batch_size, num_steps = xs.shape[:2]
     state = cell.initial_state(params, batch_size) if initial_state is None else initial_state

@@ -1,0 +1,273 @@
+"""Flax's own cells under the skip equations: ``sr.from_linen``, ``linen.Skip``, ``nnx.Skip``."""
+
+from __future__ import annotations
+
+import functools
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+import skip_rnn as sr
+import skip_rnn.nnx
+from skip_rnn.linen import Skip
+
+B, T, F, H = 4, 20, 3, 16
+XS = jax.random.normal(jax.random.key(1), (B, T, F))
+VIDEO = jax.random.normal(jax.random.key(2), (B, T, 3, 3, 2))  # [B, T, height, width, F]
+LINEN = {
+    "lstm": (nn.OptimizedLSTMCell(H), ()),
+    "gru": (nn.GRUCell(H), ()),
+    "mgu": (nn.MGUCell(H), ()),
+    "conv_lstm": (nn.ConvLSTMCell(2, (2, 2)), (3, 3)),
+}
+CELLS = {name: sr.skip(sr.from_linen(m, spatial_shape=s)) for name, (m, s) in LINEN.items()}
+
+
+def _inputs(name):
+    return VIDEO if name == "conv_lstm" else XS
+
+
+def _gate(b_p, size=H):
+    """``w_p`` ``[size]``, standard normal, and ``b_p``: near 0, cells both update and skip."""
+    return {"w_p": jnp.asarray(np.random.default_rng(3).normal(size=size), jnp.float32),
+            "b_p": jnp.asarray(b_p)}
+
+
+def _random_like(shapes, seed=0):
+    """Normal values for a pytree of shapes: kernels with std ``1/sqrt(fan-in)``, vectors 0.1.
+    Drawn with NumPy: compiling Flax's initializers would take most of this file's time."""
+    rng = np.random.default_rng(seed)
+
+    def draw(s):
+        scale = 1 / np.sqrt(np.prod(s.shape[:-1])) if len(s.shape) > 1 else 0.1
+        return jnp.asarray(scale * rng.normal(size=s.shape), s.dtype)
+
+    return jax.tree.map(draw, shapes)
+
+
+@functools.cache
+def _params(name):
+    """Skipping parameters of ``CELLS[name]``, made once."""
+    init = functools.partial(CELLS[name].init, input_size=_inputs(name).shape[-1])
+    params = _random_like(jax.eval_shape(init, jax.random.key(0)))
+    return {**params, **_gate(-0.5, params["w_p"].size)}
+
+
+@functools.cache
+def _plain(cell_type):
+    """``nn.RNN(cell_type(H))``, its variables and its jitted ``apply``."""
+    rnn = nn.RNN(cell_type(H))
+    return rnn, _random_like(jax.eval_shape(rnn.init, jax.random.key(0), XS)), jax.jit(rnn.apply)
+
+
+_skip_gru = jax.jit(nn.RNN(Skip(nn.GRUCell(H))).apply)
+
+
+def _loss(out):
+    """A task loss on every output plus the budget loss (eq. 8); ``out`` as auxiliary data."""
+    return jnp.mean(jnp.square(out.h - 1.0)) + sr.budget_loss(out.u, 1e-2), out
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _unroll(name, params, xs, lengths=None):
+    return sr.unroll(CELLS[name], params, xs, lengths)
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _jump(name, params, xs, lengths=None):
+    return sr.jump_unroll(CELLS[name], params, xs, lengths)
+
+
+def test_linen_skip_with_large_bias_is_the_plain_flax_rnn():
+    _, variables, plain = _plain(nn.GRUCell)
+    dropped_in = {"cell": variables["params"]["cell"], **_gate(30.0)}
+    out = _skip_gru({"params": {"cell": dropped_in}}, XS)
+    np.testing.assert_array_equal(out.u, 1.0)
+    np.testing.assert_allclose(out.h, plain(variables, XS), rtol=1e-6, atol=1e-7)
+
+
+def test_linen_skip_copies_the_carry_on_skipped_steps_and_obeys_eq6():
+    _, variables, _ = _plain(nn.GRUCell)
+    params = {"cell": variables["params"]["cell"], **_gate(-1.0)}
+    out = jax.tree.map(np.asarray, _skip_gru({"params": {"cell": params}}, XS))
+    skipped = out.u[:, 1:] == 0
+    assert 0.2 < skipped.mean() < 0.8, skipped.mean()
+    # A GRU's carry is h: eq. 3 with u = 0 copies it bit for bit, and Δũ with it (Fig. 1d).
+    np.testing.assert_array_equal(out.h[:, 1:][skipped], out.h[:, :-1][skipped])
+    np.testing.assert_array_equal(out.delta_u[:, 1:][skipped], out.delta_u[:, :-1][skipped])
+    observed, predicted = [], []  # skips after each update followed by another; eq. 6
+    for b, t in zip(*np.nonzero(out.u[:, :-1]), strict=True):
+        following = np.flatnonzero(out.u[b, t + 1 :])
+        if len(following):
+            observed.append(following[0])
+            predicted.append(int(sr.skips_after_update(out.delta_u[b, t])))
+    assert observed == predicted and len(set(observed)) > 1, (observed, predicted)
+
+
+@pytest.mark.parametrize("name", ["lstm", "conv_lstm"])
+def test_from_linen_unrolls_as_nn_rnn(name):
+    module, spatial_shape = LINEN[name]
+    params, xs = _params(name)["cell"], _inputs(name)
+    want = jax.jit(nn.RNN(module).apply)({"params": {"cell": params["params"]}}, xs)
+    cell = sr.from_linen(module, spatial_shape=spatial_shape)
+    _, out = jax.jit(functools.partial(sr.unroll, cell))(params, xs)
+    np.testing.assert_allclose(out.h, want, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("name", sorted(LINEN))
+def test_jump_unroll_equals_unroll_on_from_linen_cells(name):
+    params, xs, lengths = _params(name), _inputs(name), jnp.array([T, 13, 5, 1])
+    want_state, want = _unroll(name, params, xs, lengths)
+    state, out, info = _jump(name, params, xs, lengths)
+    assert out.h.shape == xs.shape[:-1] + (want.h.shape[-1],)
+    assert 0 < want.u.sum() < lengths.sum() - B, "the model must both skip and update"
+    np.testing.assert_array_equal(out.u, want.u)
+    np.testing.assert_array_equal(info.num_updates, want.u.sum(axis=1))
+    for got, expected in zip(jax.tree.leaves((state, out)), jax.tree.leaves((want_state, want)),
+                             strict=True):
+        np.testing.assert_allclose(got, expected, rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize(
+    "name, gate_input, read",
+    [("lstm", None, lambda carry: carry[0]),  # c, as the paper
+     ("lstm", lambda carry: carry[1], lambda carry: carry[1]),
+     ("gru", None, lambda carry: carry),
+     ("conv_lstm", None, lambda carry: carry[0].reshape(B, -1))],  # c, flattened
+    ids=["lstm_c", "lstm_h_when_asked", "gru_h", "conv_lstm_c"],
+)
+def test_gate_reads_the_first_leaf_of_the_carry_unless_told(name, gate_input, read):
+    module, spatial_shape = LINEN[name]
+    kwargs = {"spatial_shape": spatial_shape}
+    if gate_input is not None:
+        kwargs["gate_input"] = gate_input
+    cell = sr.skip(sr.from_linen(module, **kwargs))
+    params, x = _params(name), _inputs(name)[:, 0]
+    _, out = cell.step(params, cell.initial_state(params, B), x)
+    carry = module.initialize_carry(jax.random.key(0), x.shape)
+    carry, _ = module.apply(params["cell"], carry, x)
+    expected = jax.nn.sigmoid(read(carry) @ params["w_p"] + params["b_p"])  # eq. 4
+    np.testing.assert_allclose(out.delta_u, expected, rtol=1e-6)
+
+
+def test_learned_initial_state_is_a_parameter_started_from_initialize_carry():
+    cell = sr.from_linen(nn.OptimizedLSTMCell(H, carry_init=nn.initializers.ones),
+                         learned_initial_state=True)
+    params = jax.jit(cell.init, static_argnums=1)(jax.random.key(0), F)
+    assert sorted(params) == ["params", "s0"]
+    for s0 in params["s0"]:  # (c, h) without the batch axis, as initialize_carry made them
+        np.testing.assert_array_equal(s0, np.ones(H))
+    s0 = (jnp.arange(H) / H, -jnp.arange(H) / H)
+    state = cell.initial_state({**params, "s0": s0}, B)
+    for got, want in zip(state, s0, strict=True):
+        np.testing.assert_array_equal(got, np.broadcast_to(want, (B, H)))
+
+
+def _nnx_layout(linen_params):
+    """Linen ``Skip(nn.LSTMCell)`` parameters named as ``nnx.Skip(nnx.LSTMCell)``'s."""
+    cell = {("if_" if name == "if" else name): v for name, v in linen_params["cell"].items()}
+    return {**linen_params, "cell": cell}
+
+
+def _nnx_lstm_skip(params, **kwargs):
+    """``nnx.Skip(nnx.LSTMCell(F, H), **kwargs)`` holding Linen ``Skip(nn.LSTMCell(H))``'s
+    ``params``."""
+
+    def build():
+        rngs = nnx.Rngs(0)
+        return skip_rnn.nnx.Skip(nnx.LSTMCell(F, H, rngs=rngs), rngs=rngs, **kwargs)
+
+    graphdef, state = nnx.split(nnx.eval_shape(build))
+    nnx.replace_by_pure_dict(state, _nnx_layout(params))
+    return nnx.merge(graphdef, state)
+
+
+def _same_trees(got, want):
+    assert jax.tree.structure(got) == jax.tree.structure(want)
+    for g, w in zip(jax.tree.leaves(got), jax.tree.leaves(want), strict=True):
+        np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-7)
+
+
+def _with_grad(run):
+    """``run(params) -> out`` as a jitted ``params -> ((loss, out), grads)``."""
+    return jax.jit(jax.value_and_grad(lambda p: _loss(run(p)), has_aux=True))
+
+
+@functools.cache
+def _linen_lstm_skip(gradient):
+    """Linen ``Skip(nn.LSTMCell(H), gradient=gradient)``: skipping parameters, the outputs on
+    ``XS`` and the loss gradients, checked finite and non-zero for every parameter."""
+    _, variables, _ = _plain(nn.LSTMCell)
+    params = {"cell": variables["params"]["cell"], **_gate(-0.5)}
+    rnn = nn.RNN(Skip(nn.LSTMCell(H), gradient=gradient))
+    (_, out), grads = _with_grad(lambda p: rnn.apply({"params": {"cell": p}}, XS))(params)
+    assert 0 < out.u.sum() < B * T, "the model must both skip and update"
+    for path, g in jax.tree_util.tree_leaves_with_path(grads):
+        assert np.all(np.isfinite(g)) and np.any(g != 0), path
+    return params, out, grads
+
+
+@pytest.mark.parametrize("gradient", ["eq5", "reference_code"])
+def test_nnx_skip_gives_the_linen_skips_numbers_and_gradients(gradient):
+    params, want, grads = _linen_lstm_skip(gradient)
+    nnx_loss = nnx.value_and_grad(lambda rnn: _loss(rnn(XS)), has_aux=True)
+    (_, out), nnx_grads = nnx.jit(nnx_loss)(nnx.RNN(_nnx_lstm_skip(params, gradient=gradient)))
+    _same_trees(out, want)
+    _same_trees(nnx.to_pure_dict(nnx_grads)["cell"], _nnx_layout(grads))
+
+
+def test_the_gradient_form_reaches_the_gate():
+    eq5, reference_code = (_linen_lstm_skip(g)[2]["b_p"] for g in ("eq5", "reference_code"))
+    assert not np.allclose(eq5, reference_code)
+
+
+def test_skip_from_linen_is_linen_skip_and_learns_s0():
+    params, want, grads = _linen_lstm_skip("eq5")
+    cell = sr.skip(sr.from_linen(nn.LSTMCell(H), learned_initial_state=True))
+    s0 = (jnp.zeros(H), jnp.zeros(H))  # Flax's initial carry
+    (_, out), pure_grads = _with_grad(lambda p: sr.unroll(cell, p, XS)[1])(
+        {**params, "cell": {"params": params["cell"], "s0": s0}})
+    _same_trees(out, want)
+    s0_grads = pure_grads["cell"].pop("s0")
+    _same_trees({**pure_grads, "cell": pure_grads["cell"]["params"]}, grads)
+    for g in s0_grads:
+        assert np.all(np.isfinite(g)) and np.any(g != 0)
+
+
+def test_wrappers_keep_the_hard_budget():
+    _, variables, _ = _plain(nn.GRUCell)
+    params = {"params": {"cell": {"cell": variables["params"]["cell"], **_gate(30.0)}}}
+    u = jax.jit(nn.RNN(Skip(nn.GRUCell(H), max_updates=3)).apply)(params, XS).u
+    np.testing.assert_array_equal(u, np.repeat([[1.0] * 3 + [0.0] * (T - 3)], B, axis=0))
+    rngs = nnx.Rngs(0)
+    nnx_skip = skip_rnn.nnx.Skip(nnx.GRUCell(F, H, rngs=rngs), max_updates=3, rngs=rngs)
+    nnx_skip.b_p[...] = 30.0
+    np.testing.assert_array_equal(nnx.jit(lambda rnn: rnn(XS).u)(nnx.RNN(nnx_skip)), u)
+
+
+def test_wrappers_take_the_update_bias_and_draw_bernoulli_gates_per_step():
+    rnn = nn.RNN(Skip(nn.GRUCell(H), binarize="bernoulli", update_bias=-0.3),
+                 split_rngs={"params": False, "skip": True})
+    variables = jax.jit(rnn.init)({"params": jax.random.key(0), "skip": jax.random.key(1)}, XS)
+    assert float(variables["params"]["cell"]["b_p"]) == pytest.approx(-0.3)
+    apply = jax.jit(lambda key: rnn.apply(variables, XS, rngs={"skip": key}).u)
+    u = apply(jax.random.key(2))
+    assert set(np.unique(u[:, 1:])) == {0.0, 1.0}
+    assert not np.array_equal(u, apply(jax.random.key(3)))
+
+    rngs = nnx.Rngs(params=0, skip=1)
+    nnx_rnn = nnx.RNN(skip_rnn.nnx.Skip(nnx.GRUCell(F, H, rngs=rngs), binarize="bernoulli",
+                                        update_bias=-0.3, rngs=rngs))
+    assert float(nnx_rnn.cell.b_p[...]) == pytest.approx(-0.3)
+    run = nnx.jit(lambda rnn: rnn(XS).u)
+    first, second = run(nnx_rnn), run(nnx_rnn)  # the "skip" stream advances: new draws
+    assert set(np.unique(first[:, 1:])) == {0.0, 1.0} and not np.array_equal(first, second)
+
+
+def test_from_linen_asks_for_the_spatial_shape_of_convolutional_cells():
+    with pytest.raises(ValueError, match="spatial_shape"):
+        sr.from_linen(nn.ConvLSTMCell(2, (2, 2)))
