@@ -7,7 +7,7 @@ import ml_collections
 
 def base_config(task: str) -> ml_collections.ConfigDict:
     config = ml_collections.ConfigDict()
-    config.task = task  # adding | frequency | mnist | imdb | ucf101
+    config.task = task  # adding | frequency | mnist | imdb | ucf101 | charades
     config.seed = 0  # initialisation, data order, dropout; member i of a population uses seed + i
 
     config.model = ml_collections.ConfigDict()

@@ -74,6 +74,8 @@ def check_config(config: ml_collections.ConfigDict, num_devices: int) -> None:
          "> 0, or num_epochs > 0"),
         ("max_train_seconds", config.max_train_seconds >= 0, ">= 0 (0: no limit)"),
         ("eval_every", config.eval_every >= 0, ">= 0 (0: once per epoch)"),
+        ("data.mask_padding", config.task != "charades" or config.data.mask_padding,
+         "True for a per-frame task (its padding would be scored as frames without actions)"),
         ("checkpoint_every", config.checkpoint_every > 0, "> 0"),
         ("log_every", config.log_every > 0, "> 0"),
     ]

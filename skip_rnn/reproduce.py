@@ -19,6 +19,7 @@ import argparse
 import importlib
 import json
 import os
+import sys
 from typing import Any, NamedTuple
 
 import ml_collections
@@ -45,8 +46,10 @@ class Table(NamedTuple):
     rows: list[Row]
     updates_kind: str  # "% updates" or "updates", as the paper prints them
     overrides: dict[str, Any]  # config values every row of the table uses
+    metric: str = "accuracy"  # the column's name; "mAP (%)" prints the metric x 100
 
 
+REPOSITORY = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PADDING_FED = {"data.mask_padding": False}  # the paper feeds and counts padded steps
 TABLES = {
     1: Table("adding", {"": {}},
@@ -66,11 +69,17 @@ TABLES = {
     5: Table("ucf101", {"": {}},
              [Row("lstm"), Row("skip_lstm", (0.0, 1e-5, 1e-4)), Row("gru"),
               Row("skip_gru", (0.0, 1e-5, 1e-4))], "updates", PADDING_FED),
+    6: Table("charades", {"": {}},
+             [Row("lstm"), Row("lstm", p_skip=0.75), Row("lstm", p_skip=0.9),
+              Row("skip_lstm", (0.0, 1e-4, 1e-3, 1e-2)), Row("gru"), Row("gru", p_skip=0.1),
+              Row("gru", p_skip=0.4), Row("gru", p_skip=0.7), Row("gru", p_skip=0.9),
+              Row("skip_gru", (0.0, 1e-4, 1e-3, 1e-2))], "updates", {}, "mAP (%)"),
 }
 
 # The published paper's numbers: (variant, row name, λ) -> (task result, state updates,
 # inference FLOPs where the paper gives them). Its tables are numbered differently: 1 adding,
-# 2 MNIST, 4 frequency, 5 IMDB, 6 UCF-101.
+# 2 MNIST, 3 Charades (6 here; one run each, updates mean ± std over videos), 4 frequency,
+# 5 IMDB, 6 UCF-101.
 PAPER = {
     1: {("", "lstm", 0.0): ("Yes", "100.0% ± 0.0%", "2.46e6"),
         ("", "lstm_pskip0.2", 0.0): ("No", "80.0% ± 0.1%", "1.97e6"),
@@ -132,12 +141,30 @@ PAPER = {
         ("", "skip_gru", 0.0): ("0.796", "124.2", "4.73e11"),
         ("", "skip_gru", 1e-5): ("0.792", "29.7", "1.13e11"),
         ("", "skip_gru", 1e-4): ("0.793", "23.7", "9.02e10")},
+    6: {("", "lstm", 0.0): ("8.40", "172.9 ± 47.4", "2.65e12"),
+        ("", "lstm_pskip0.75", 0.0): ("8.11", "43.3 ± 13.2", "6.63e11"),
+        ("", "lstm_pskip0.9", 0.0): ("7.21", "17.2 ± 6.1", "2.65e11"),
+        ("", "skip_lstm", 0.0): ("8.32", "172.9 ± 47.4", "2.65e12"),
+        ("", "skip_lstm", 1e-4): ("8.61", "172.9 ± 47.4", "2.65e12"),
+        ("", "skip_lstm", 1e-3): ("8.32", "41.9 ± 11.3", "6.41e11"),
+        ("", "skip_lstm", 1e-2): ("7.86", "17.4 ± 4.4", "2.66e11"),
+        ("", "gru", 0.0): ("8.70", "172.9 ± 47.4", "2.65e12"),
+        ("", "gru_pskip0.1", 0.0): ("8.94", "155.6 ± 42.9", "2.39e12"),
+        ("", "gru_pskip0.4", 0.0): ("8.81", "103.6 ± 29.3", "1.06e12"),
+        ("", "gru_pskip0.7", 0.0): ("8.42", "51.9 ± 15.4", "7.95e11"),
+        ("", "gru_pskip0.9", 0.0): ("7.09", "17.3 ± 6.3", "2.65e11"),
+        ("", "skip_gru", 0.0): ("8.94", "159.9 ± 46.9", "2.45e12"),
+        ("", "skip_gru", 1e-4): ("8.76", "100.8 ± 28.1", "1.54e12"),
+        ("", "skip_gru", 1e-3): ("8.68", "54.2 ± 16.2", "8.29e11"),
+        ("", "skip_gru", 1e-2): ("7.95", "18.4 ± 5.1", "2.82e11")},
 }
 
 
 def row_config(table: int, variant: str, row: Row, args: argparse.Namespace
                ) -> ml_collections.ConfigDict:
     spec = TABLES[table]
+    if REPOSITORY not in sys.path:  # configs/ is found from any working directory
+        sys.path.append(REPOSITORY)
     config = importlib.import_module(f"configs.{spec.task}").get_config()
     config.model.cell = row.model
     config.model.p_skip = row.p_skip
@@ -172,7 +199,8 @@ def format_rows(table: int, results: list[dict]) -> str:
     """The table in the paper's form, with the paper's numbers and the wall-clock time."""
     spec = TABLES[table]
     solvable = spec.task in ("adding", "frequency")
-    lines = [f"| variant | model | λ | {'solved' if solvable else 'accuracy'} | state updates "
+    scale = 100.0 if spec.metric == "mAP (%)" else 1.0
+    lines = [f"| variant | model | λ | {'solved' if solvable else spec.metric} | state updates "
              "| inference FLOPs | paper | runs | steps | wall-clock |",
              "|---|---|---|---|---|---|---|---|---|---|"]
     for r in results:
@@ -181,7 +209,8 @@ def format_rows(table: int, results: list[dict]) -> str:
             if solvable:
                 result = f"{row['solved']}/{row['runs']}"
             else:
-                result = f"{row['metric']['mean']:.3f} ± {row['metric']['std']:.3f}"
+                metric = {k: scale * v for k, v in row["metric"].items()}
+                result = f"{metric['mean']:.3f} ± {metric['std']:.3f}"
             key = "updates_percent" if spec.updates_kind == "% updates" else "updates_mean"
             unit = "%" if key == "updates_percent" else ""
             updates = f"{row[key]['mean']:.1f}{unit} ± {row[key]['std']:.1f}{unit}"
@@ -210,19 +239,35 @@ def _label(name: str) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--table", type=int, choices=sorted(TABLES), required=True)
-    parser.add_argument("--workdir", required=True)
-    parser.add_argument("--num_seeds", type=int, default=4)
-    parser.add_argument("--num_train_steps", type=int, default=0, help="0: the config's")
-    parser.add_argument("--learning_rate", type=float, default=0.0, help="0: the paper's")
-    parser.add_argument("--data_dir", default="", help="config.data.dir for real datasets")
-    parser.add_argument("--set", action="append", default=[],
-                        help="any config value, e.g. --set=eval_every=1000 (JSON values)")
-    parser.add_argument("--models", default="", help="comma-separated subset of the rows")
-    parser.add_argument("--variants", default="", help="comma-separated subset of the variants")
+    tables = "\n".join(
+        f"  {n}: {t.task}; rows {', '.join(r.name for r in t.rows)}"
+        + (f"; variants {', '.join(_dirname(v) for v in t.variants)}" if len(t.variants) > 1
+           else "") for n, t in TABLES.items())
+    parser = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0], epilog=f"Tables:\n{tables}",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--table", type=int, choices=sorted(TABLES), required=True,
+                        help="which table (listed below)")
+    parser.add_argument("--workdir", required=True,
+                        help="one subdirectory per row; rerunning resumes")
+    parser.add_argument("--num_seeds", type=int, default=4,
+                        help="seeds per row, as the paper (default: %(default)s)")
+    parser.add_argument("--num_train_steps", type=int, default=0,
+                        help="training steps per row (default 0: the config's)")
+    parser.add_argument("--learning_rate", type=float, default=0.0,
+                        help="Adam's learning rate (default 0: the paper's 1e-4)")
+    parser.add_argument("--data_dir", default="",
+                        help="config.data.dir for real datasets (default: the config's)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=JSON",
+                        help="any config value, repeatable, e.g. --set=eval_every=1000 "
+                        "--set='model.gradient=\"reference_code\"'")
+    parser.add_argument("--models", default="",
+                        help="comma-separated subset of the table's rows (default: all)")
+    parser.add_argument("--variants", default="",
+                        help="comma-separated subset of the table's variants (default: all)")
     parser.add_argument("--collect", action="store_true",
-                        help="train nothing: print the table from the rows' results.json")
+                        help="train nothing: print and write the table from the rows' "
+                        "results.json")
     args = parser.parse_args()
     task, variants, rows = TABLES[args.table][:3]
     known_models, known_variants = [r.name for r in rows], [_dirname(v) for v in variants]

@@ -30,7 +30,7 @@ import numpy as np
 import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from skip_rnn import budget, data, figures, flops, models
+from skip_rnn import budget, data, figures, flops, localization, models
 from skip_rnn.base import Array, Cell, Params
 from skip_rnn.checkpoints import Checkpoints
 from skip_rnn.configuration import ConfigError, check_config, resolve
@@ -99,14 +99,31 @@ def budget_loss(u: Array, config: ml_collections.ConfigDict, cost_per_sample: Ar
 
 
 def per_example_metrics(predictions: Array, targets: Array, regression: bool,
-                        regression_loss: str = "mse") -> dict:
+                        regression_loss: str = "mse", lengths: Array | None = None) -> dict:
     """Task loss and task metric per example: squared error (``"half_mse"``: its half, as the
-    authors' ``tf.nn.l2_loss``) and squared error, or CE and correctness."""
+    authors' ``tf.nn.l2_loss``) and squared error, or CE and correctness; for per-step
+    predictions ``[B, T, C]`` against multi-hot ``targets`` (:func:`per_step_metrics`), the
+    binary cross-entropy."""
+    if predictions.ndim == 3:
+        return per_step_metrics(predictions, targets, lengths)
     if regression:
         error = jnp.square(predictions[:, 0] - targets)
         return {"loss": 0.5 * error if regression_loss == "half_mse" else error, "metric": error}
     loss = optax.softmax_cross_entropy_with_integer_labels(predictions, targets)
     return {"loss": loss, "metric": (jnp.argmax(predictions, -1) == targets).astype(jnp.float32)}
+
+
+def per_step_metrics(logits: Array, targets: Array, lengths: Array | None) -> dict:
+    """Element-wise binary cross-entropy of ``logits`` ``[B, T, C]`` against multi-hot
+    ``targets`` ``[B, T, C]``, averaged over classes and each sequence's valid steps
+    (``"loss"``, ``"metric"``: ``[B]``), with the number of valid steps as ``"weight"``, so
+    that the batch's loss averages over every valid step."""
+    valid = jnp.ones(logits.shape[:2]) if lengths is None else (
+        jnp.arange(logits.shape[1])[None, :] < lengths[:, None]).astype(logits.dtype)
+    bce = jnp.mean(optax.sigmoid_binary_cross_entropy(logits, targets), axis=-1)
+    steps = jnp.sum(valid, axis=1)
+    loss = jnp.sum(bce * valid, axis=1) / jnp.maximum(steps, 1)
+    return {"loss": loss, "metric": loss, "weight": steps}
 
 
 def make_steps(cell: Cell, config: ml_collections.ConfigDict, task: TaskData,
@@ -121,10 +138,11 @@ def make_steps(cell: Cell, config: ml_collections.ConfigDict, task: TaskData,
 
     def loss_fn(params, batch: Batch, key, cost_per_sample):
         predictions, out = models.apply(cell, params, batch.inputs, batch.lengths,
-                                        dropout=config.model.dropout, key=key)
+                                        dropout=config.model.dropout, key=key,
+                                        per_step=task.per_step)
         per_example = per_example_metrics(predictions, batch.targets, regression,
-                                          config.regression_loss)
-        task_loss = jnp.mean(per_example["loss"])
+                                          config.regression_loss, batch.lengths)
+        task_loss = jnp.average(per_example["loss"], weights=per_example.get("weight"))
         budget_value = budget_loss(out.u, config, cost_per_sample)
         return task_loss + budget_value, {
             "task_loss": task_loss,
@@ -151,35 +169,54 @@ def make_steps(cell: Cell, config: ml_collections.ConfigDict, task: TaskData,
         # Random gates draw from a fixed key per evaluation batch: repeatable numbers.
         key = jax.random.fold_in(jax.random.key(config.seed + 2), batch_index)
         predictions, out = models.apply(cell, params, batch.inputs, batch.lengths,
-                                        key=key if models.stochastic(config.model) else None)
+                                        key=key if models.stochastic(config.model) else None,
+                                        per_step=task.per_step)
         per_example = per_example_metrics(predictions, batch.targets, regression,
-                                          config.regression_loss)
-        return {**per_example, "updates": jnp.sum(out.u, axis=1)}
+                                          config.regression_loss, batch.lengths)
+        scores = {"scores": predictions} if task.per_step else {}  # scored on the host
+        return {**per_example, **scores, "updates": jnp.sum(out.u, axis=1)}
 
     eval_step = jax.jit(jax.vmap(member_eval, in_axes=(0, None, None)))
     return tx, train_step, eval_step
 
 
 def evaluate(eval_step, params: Params, eval_set, batch_size: int, shard, task: TaskData,
-             flops_per_update: float = 0.0) -> list[dict[str, float]]:
+             flops_per_update: float = 0.0, num_eval_frames: int = 100
+             ) -> list[dict[str, float]]:
     """Per member: loss, task metric, state updates (mean, std, % of steps) and inference FLOPs
-    (the mean over sequences of updates x ``flops_per_update``) on a held-out set."""
+    (the mean over sequences of updates x ``flops_per_update``) on a held-out set. Per-step
+    tasks score the localization mAP on ``num_eval_frames`` equally spaced frames a sequence
+    (:func:`skip_rnn.localization.localization_map`)."""
     values: dict[str, list] = {}
     steps = 0
     for start in range(0, eval_set.num_examples, batch_size):
         batch = eval_set.slice(start, start + batch_size)
         n = batch.num_examples
         padded = Batch(*(None if a is None else _pad(a, batch_size) for a in batch))
-        for k, v in eval_step(params, shard(padded), start // batch_size).items():
-            values.setdefault(k, []).append(np.asarray(v)[:, :n])
+        outputs = jax.device_get(eval_step(params, shard(padded), start // batch_size))
+        outputs = {k: v[:, :n] for k, v in outputs.items()}
         lengths = batch.lengths if batch.lengths is not None else batch.inputs.shape[1]
-        steps += int(np.sum(np.broadcast_to(lengths, (n,))))
+        lengths = np.broadcast_to(lengths, (n,))
+        if task.per_step:  # keep the sampled frames only: [M, n, F, C]
+            frames = localization.sample_frames(lengths, num_eval_frames)[..., None]
+            outputs["scores"] = np.take_along_axis(outputs["scores"], frames[None], axis=2)
+            outputs["labels"] = np.take_along_axis(batch.targets, frames, axis=1)[None]
+        for k, v in outputs.items():
+            values.setdefault(k, []).append(v)
+        steps += int(np.sum(lengths))
     values = {k: np.concatenate(v, axis=1) for k, v in values.items()}
     results = []
     for m in range(len(values["loss"])):
+        if task.per_step:
+            scores = values["scores"][m]
+            metric = localization.localization_map(
+                scores, values["labels"][0], np.full(len(scores), num_eval_frames),
+                num_eval_frames)
+        else:
+            metric = float(np.mean(values["metric"][m]))
         metrics = {
             "loss": float(np.mean(values["loss"][m])),
-            "metric": float(np.mean(values["metric"][m])),
+            "metric": float(metric),
             "updates_mean": float(np.mean(values["updates"][m])),
             "updates_std": float(np.std(values["updates"][m])),
             "updates_percent": 100.0 * float(np.sum(values["updates"][m])) / steps,
@@ -255,7 +292,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
 
     def evaluate_split(params: Params, split: str) -> list[dict]:
         return evaluate(eval_step, params, task.eval_sets[split], config.eval_batch_size,
-                        shard, task, update_flops)
+                        shard, task, update_flops, config.data.get("num_eval_frames", 100))
 
     params = init_population(cell, task, members, config.model.init)
     tree = {"state": initial_train_state(tx, params), "best_params": params}
