@@ -78,6 +78,8 @@ def check_config(config: ml_collections.ConfigDict, num_devices: int) -> None:
          "True for a per-frame task (its padding would be scored as frames without actions)"),
         ("checkpoint_every", config.checkpoint_every > 0, "> 0"),
         ("log_every", config.log_every > 0, "> 0"),
+        ("settle_evals", config.settle_evals > 1, "> 1"),
+        ("settle_points", config.settle_points > 0, "> 0"),
     ]
     for key in ("seq_length", "num_eval", "duration_ms", "sampling_period_ms", "vocab_size"):
         if key in config.data:

@@ -217,7 +217,7 @@ def format_rows(table: int, results: list[dict]) -> str:
             flops = f"{row['inference_flops']['mean']:.2e}" if "inference_flops" in row else "-"
             paper = " / ".join(PAPER.get(table, {}).get((r["variant"], r["model"], lam), ("-",)))
             lines.append(f"| {r['variant']} | {_label(r['model'])} | {lam:g} | {result} "
-                         f"| {updates} | {flops} | {paper} | {row['runs']} | {r['steps']:,} "
+                         f"| {updates} | {flops} | {paper} | {row['runs']} | {_steps(r, row)} "
                          f"| {r['seconds'] / 60:.1f} min |")
     conventions = sorted({r["mask_padding"] for r in results if r.get("mask_padding") is not None})
     if conventions:  # a padded dataset: say how its updates were counted
@@ -230,6 +230,15 @@ PADDING_NOTE = {
     False: "State updates count every step, padding included (the paper's convention).",
     True: "State updates count real steps only (padding masked).",
 }
+
+
+def _steps(result: dict, row: dict) -> str:
+    """Steps trained, and whether the row's members settled (``stop_when_settled``) or the run
+    hit its step cap first."""
+    steps = f"{result['steps']:,}"
+    if row.get("settled") == row["runs"]:
+        return f"{steps}, settled"
+    return f"{steps}, cap" if result.get("stop_when_settled") else steps
 
 
 def _label(name: str) -> str:
@@ -299,7 +308,8 @@ def main() -> None:
                     row_config(args.table, variant, row, args), workdir)
             results.append({"variant": variant, "model": row.name, "summary": result["summary"],
                             "seconds": result["seconds"], "steps": result["steps"],
-                            "mask_padding": result["config"]["data"].get("mask_padding")})
+                            "mask_padding": result["config"]["data"].get("mask_padding"),
+                            "stop_when_settled": result["config"].get("stop_when_settled")})
     if args.collect and not results:
         parser.error(f"--collect: no row of table {args.table} has a results.json under "
                      f"{args.workdir!r}")

@@ -358,14 +358,16 @@ def _best_title(meta: dict, member: int) -> str:
 
 
 def summarize(members: list[dict]) -> list[dict]:
-    """Mean ± std over seeds of each λ's best test metric and updates (the paper's form)."""
+    """Mean ± std over seeds of each λ's best test metric and updates (the paper's form), and
+    how many of its members settled (``stop_when_settled``'s rule)."""
     rows = []
     for cost in dict.fromkeys(m["cost_per_sample"] for m in members):
-        group = [m["best"]["test"] for m in members
-                 if m["cost_per_sample"] == cost and m["best"] is not None]
-        if not group:
+        runs = [m for m in members if m["cost_per_sample"] == cost and m["best"] is not None]
+        if not runs:
             continue
-        row = {"cost_per_sample": cost, "runs": len(group)}
+        group = [m["best"]["test"] for m in runs]
+        row = {"cost_per_sample": cost, "runs": len(group),
+               "settled": sum(m.get("settled_step") is not None for m in runs)}
         for key in ("metric", "updates_mean", "updates_percent", "inference_flops"):
             if any(key not in g for g in group):  # a run resumed from an older version
                 continue
@@ -435,8 +437,9 @@ class _TrainLoop:
                                              metric=mean(metrics, "metric"),
                                              updates=mean(metrics, "updates"))
             if validate:
-                all_solved = self.validate(state, step, console)
-                done = done or (config.stop_when_solved and all_solved)
+                all_solved, all_settled = self.validate(state, step, console)
+                done = (done or (config.stop_when_solved and all_solved)
+                        or (config.stop_when_settled and all_settled))
             if save or done:  # done: also when stop_when_solved just ended the run
                 self.meta["seconds"] = time.time() - self.start_time
                 self.checkpoints.save(self.checkpoints.latest, step, {
@@ -469,8 +472,9 @@ class _TrainLoop:
         limit = self.config.max_train_seconds
         return limit > 0 and time.time() - self.start_time >= limit
 
-    def validate(self, state: TrainState, step: int, console: Console) -> bool:
-        """Evaluates on validation (and on test where a member improved); True if all solved."""
+    def validate(self, state: TrainState, step: int, console: Console) -> tuple[bool, bool]:
+        """Evaluates on validation (and on test where a member improved). Returns whether every
+        member solved the task, and whether every member settled (:func:`settled`)."""
         validation = self.evaluate_split(state.params, "validation")
         self.writer.write(step, "validation", self.members, validation)
         console.write(f"step {step}: validation {one_line(validation)}")
@@ -493,7 +497,24 @@ class _TrainLoop:
                 record["solved_seconds"] = time.time() - self.start_time
                 console.write(f"seed {record['seed']}, λ={record['cost_per_sample']:g}: solved "
                               f"at step {step} after {record['solved_seconds']:.0f} s.")
-        return all(bool(v.get("solved")) for v in validation)
+            history = record.setdefault("validation_updates", [])
+            history.append(values["updates_percent"])
+            if record.get("settled_step") is None and settled(history, values, self.config):
+                record["settled_step"] = step
+                console.write(f"seed {record['seed']}, λ={record['cost_per_sample']:g}: "
+                              f"settled at step {step} ({values['updates_percent']:.1f}% "
+                              "updates).")
+        return (all(bool(v.get("solved")) for v in validation),
+                all(r.get("settled_step") is not None for r in records))
+
+
+def settled(history: list[float], validation: dict, config: ml_collections.ConfigDict) -> bool:
+    """Whether a member's update rate has settled: the task solved (where it has the paper's
+    rule) and its validation % updates moved less than ``config.settle_points`` over the last
+    ``config.settle_evals`` evaluations."""
+    recent = history[-config.settle_evals:]
+    return (validation.get("solved", True) and len(recent) == config.settle_evals
+            and max(recent) - min(recent) < config.settle_points)
 
 
 def _rank(metrics: dict, task: TaskData) -> tuple:
