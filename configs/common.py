@@ -33,7 +33,10 @@ def base_config(task: str) -> ml_collections.ConfigDict:
     config.budget_loss = "cost_per_sample"  # cost_per_sample | l1 | l2 | time_weighted
     config.target_updates = 0.0  # for the l1 / l2 budget losses
 
-    config.learning_rate = 1e-4  # Adam
+    config.learning_rate = 1e-4  # Adam (the peak, with lr_schedule="cosine")
+    config.lr_schedule = "constant"  # constant (the paper) | cosine (warm-up, then to 0)
+    config.warmup_steps = 0  # cosine: linear warm-up from 0 over these steps
+    config.decay_steps = 0  # cosine: reaches 0 at this step (0: the last training step)
     config.b1 = 0.9  # Adam β1
     config.b2 = 0.999  # Adam β2
     config.eps = 1e-8  # Adam ε

@@ -80,11 +80,25 @@ def stack_members(batches: list[Batch]) -> Batch:
     return Batch(*(None if a[0] is None else np.stack(a) for a in zip(*batches, strict=True)))
 
 
-def make_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransformation:
+def make_optimizer(config: ml_collections.ConfigDict, total_steps: int
+                   ) -> optax.GradientTransformation:
+    """Global-norm clipping, then Adam at ``learning_rate_schedule``."""
     return optax.chain(
         optax.clip_by_global_norm(config.clip_norm),
-        optax.adam(config.learning_rate, b1=config.b1, b2=config.b2, eps=config.eps),
+        optax.adam(learning_rate_schedule(config, total_steps), b1=config.b1, b2=config.b2,
+                   eps=config.eps),
     )
+
+
+def learning_rate_schedule(config: ml_collections.ConfigDict, total_steps: int
+                           ) -> optax.Schedule | float:
+    """``config.learning_rate`` (``lr_schedule="constant"``, the paper's), or a linear warm-up
+    over ``warmup_steps`` then a cosine decay to 0 at ``decay_steps`` (0: ``total_steps``)."""
+    if config.lr_schedule == "constant":
+        return config.learning_rate
+    end = config.decay_steps or total_steps
+    return optax.warmup_cosine_decay_schedule(
+        0.0, config.learning_rate, config.warmup_steps, max(end, config.warmup_steps + 1))
 
 
 def budget_loss(u: Array, config: ml_collections.ConfigDict, cost_per_sample: Array) -> Array:
@@ -130,7 +144,7 @@ def make_steps(cell: Cell, config: ml_collections.ConfigDict, task: TaskData,
                members: list[Member], mesh: Mesh):
     """The jitted ``train_step(state, batch)`` (batch leaves ``[M, B, ...]``) and
     ``eval_step(params, batch)`` (batch leaves ``[B, ...]``, shared by all members)."""
-    tx = make_optimizer(config)
+    tx = make_optimizer(config, num_train_steps(config, task))
     regression = task.num_outputs == 1
     seeds = jnp.asarray([m.seed for m in members])
     costs = jnp.asarray([m.cost_per_sample for m in members])

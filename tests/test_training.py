@@ -270,3 +270,15 @@ def test_settled_rule_and_stop_when_settled(tmp_path, mnist_dir):
     # An untrained skip cell updates at every step: 100% at steps 1, 2, 3 -> settled at 3.
     assert results["steps"] == 3 and results["members"][0]["settled_step"] == 3
     assert results["summary"][0]["settled"] == 1
+
+
+def test_cosine_schedule_warms_up_then_decays_to_zero():
+    config = tiny_config("adding")
+    config.learning_rate, config.lr_schedule, config.warmup_steps = 1e-3, "cosine", 10
+    schedule = trainer.learning_rate_schedule(config, total_steps=110)
+    np.testing.assert_allclose([schedule(0), schedule(5), schedule(10), schedule(60),
+                                schedule(110)], [0, 5e-4, 1e-3, 5e-4, 0], atol=1e-9)
+    config.decay_steps = 210  # decays over more steps than this run trains
+    np.testing.assert_allclose(trainer.learning_rate_schedule(config, 110)(110), 5e-4)
+    config.lr_schedule = "constant"
+    assert trainer.learning_rate_schedule(config, 110) == 1e-3
