@@ -24,7 +24,7 @@ import jax.numpy as jnp
 
 from skip_rnn.base import Array, Output, Params
 from skip_rnn.skip import SkipCell, SkipState, skips_after_update
-from skip_rnn.unroll import where_rows
+from skip_rnn.unroll import checked_lengths, unroll, where_rows
 
 
 class JumpInfo(NamedTuple):
@@ -57,13 +57,16 @@ def jump_unroll(
     Returns what :func:`skip_rnn.unroll` returns (bit-for-bit where the arithmetic is the same,
     else within float rounding) plus a :class:`JumpInfo`. Inputs at skipped steps are never
     read. The dense outputs are filled in after the loop: ``out.h`` at a skipped step is the
-    last update's output; ``out.u_tilde`` follows eq. 5 in closed form.
+    last update's output; ``out.u_tilde`` follows eq. 5 in closed form. With ``T = 0`` it returns
+    ``unroll``'s initial state and empty outputs, with no updates.
 
     Args:
       cell: a skip cell from :func:`skip_rnn.skip` with ``binarize="round"``.
       params: its parameters.
       xs: ``[B, T, F]``, or ``[B, T, ..., F]`` (as :func:`skip_rnn.unroll`).
-      lengths: optional int ``[B]``; steps ``t >= lengths[b]`` are padding.
+      lengths: optional int ``[B]``; steps ``t >= lengths[b]`` are padding. As in
+        :func:`skip_rnn.unroll`: in ``[0, T]``; concrete values outside it raise ``ValueError``,
+        traced ones are clipped to it.
 
     Returns:
       ``(final_state, out, info)``.
@@ -71,7 +74,11 @@ def jump_unroll(
     _check_jumpable(cell)
     batch_size, num_steps = xs.shape[:2]
     rows = jnp.arange(batch_size)
-    limit = jnp.full((batch_size,), num_steps) if lengths is None else jnp.asarray(lengths)
+    limit = (jnp.full((batch_size,), num_steps) if lengths is None
+             else checked_lengths("jump_unroll", lengths, batch_size, num_steps))
+    if num_steps == 0:  # nothing to read or jump over
+        final_state, out = unroll(cell, params, xs)
+        return final_state, out, JumpInfo(final_state.num_updates, jnp.zeros((), jnp.int32))
     state = cell.initial_state(params, batch_size)
     h0 = cell.output(state)
 

@@ -208,9 +208,33 @@ def update_probability_delta(params: Params, gate_input: Array) -> Array:
 
 
 def select(u: Array, new: Array, old: Array) -> Array:
-    """Eq. 3 for one leaf: ``u·new + (1 - u)·old`` with ``u`` ``[B]`` in {0, 1} (exact copy)."""
-    u = u.reshape(u.shape + (1,) * (new.ndim - u.ndim))
-    return u * new + (1 - u) * old
+    """Eq. 3 for one leaf: ``u·new + (1 - u)·old`` with ``u`` ``[B]`` in {0, 1}.
+
+    The value is a true select, ``new[b]`` or ``old[b]`` bit for bit, so a skipped step copies
+    ``old`` even where the unused ``new`` is not finite (``0·NaN`` would be NaN); the gradient is
+    that of the arithmetic form: ``new - old`` for ``u`` (straight-through), ``u`` for ``new``
+    and ``1 - u`` for ``old``. (So a non-finite ``new`` at a skipped step still reaches
+    ``∂/∂u``, as in eq. 3 differentiated.)
+
+    Args:
+      u: ``[B]`` gate values, 0. or 1.
+      new, old: ``[B, ...]``, same shape and dtype.
+
+    Returns:
+      ``[B, ...]``, the dtype of ``new``.
+    """
+    return _select(u.reshape(u.shape + (1,) * (new.ndim - u.ndim)).astype(new.dtype), new, old)
+
+
+@jax.custom_jvp
+def _select(u: Array, new: Array, old: Array) -> Array:
+    return jnp.where(u > 0, new, old)
+
+
+@_select.defjvp
+def _select_jvp(primals: tuple[Array, Array, Array], tangents: tuple[Array, Array, Array]):
+    (u, new, old), (du, dnew, dold) = primals, tangents
+    return _select(u, new, old), du * (new - old) + u * dnew + (1 - u) * dold
 
 
 def _binarize(kind: str, u_tilde: Array, key: PRNGKey | None) -> Array:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from skip_rnn.base import Array, Cell, Output, Params, PRNGKey, State
 
@@ -28,7 +29,8 @@ def unroll(
       params: ``cell.init(...)``'s pytree.
       xs: inputs ``[B, T, F]``, or ``[B, T, ..., F]`` for cells with spatial inputs
         (``from_linen(nn.ConvLSTMCell(...))``: ``[B, T, height, width, F]``).
-      lengths: optional int ``[B]``, valid steps per sequence.
+      lengths: optional int ``[B]``, valid steps per sequence, in ``[0, T]``: concrete values
+        outside it raise ``ValueError``; traced ones (under ``jax.jit``) are clipped to it.
       key: randomness for stochastic cells (``skip(..., binarize="bernoulli")``), split into
         one key per step.
       initial_state: optional state to start from (default ``cell.initial_state``), e.g. to
@@ -42,7 +44,10 @@ def unroll(
         raise ValueError(f"unroll: `xs` must be [batch, time, features], got shape {xs.shape}.")
     batch_size, num_steps = xs.shape[:2]
     state = cell.initial_state(params, batch_size) if initial_state is None else initial_state
-    valid = None if lengths is None else jnp.arange(num_steps)[:, None] < lengths[None, :]
+    valid = None
+    if lengths is not None:
+        lengths = checked_lengths("unroll", lengths, batch_size, num_steps)
+        valid = jnp.arange(num_steps)[:, None] < lengths[None, :]
     keys = None if key is None else jax.random.split(key, num_steps)
 
     def body(state: State, inputs: tuple[Array, Array | None, PRNGKey | None]):
@@ -57,6 +62,29 @@ def unroll(
 
     final_state, out = jax.lax.scan(body, state, (jnp.swapaxes(xs, 0, 1), valid, keys))
     return final_state, jax.tree.map(lambda v: jnp.swapaxes(v, 0, 1), out)
+
+
+def checked_lengths(caller: str, lengths: Array, batch_size: int, num_steps: int) -> Array:
+    """``lengths`` ``[B]`` clipped to ``[0, T]``, after a check that concrete values lie there.
+
+    Traced values (under ``jax.jit``) cannot be checked at trace time, nor arrays spread over
+    several processes without a gather: they are clipped, a length above ``T`` means ``T``, a
+    negative one 0.
+
+    Raises:
+      ValueError: naming ``caller``, if the shape is not ``[B]`` or concrete values are outside
+        ``[0, T]``.
+    """
+    lengths = jnp.asarray(lengths)
+    if lengths.shape != (batch_size,):
+        raise ValueError(f"{caller}: `lengths` must have shape [batch] = ({batch_size},), "
+                         f"got {lengths.shape}.")
+    if not isinstance(lengths, jax.core.Tracer) and lengths.is_fully_addressable:
+        values = np.asarray(lengths)
+        if not np.all((values >= 0) & (values <= num_steps)):
+            raise ValueError(f"{caller}: `lengths` must be in [0, {num_steps}] (the time axis "
+                             f"of `xs`), got {values.tolist()}.")
+    return jnp.clip(lengths, 0, num_steps)
 
 
 def as_output(out: Array | Output) -> Output:

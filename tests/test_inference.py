@@ -67,18 +67,56 @@ def test_update_rates_span_five_to_hundred_percent():
     assert max(rates) == 1.0 and min(rates) <= 0.1
 
 
-@pytest.mark.parametrize("name", ["lstm", "stack"])
-def test_inputs_at_skipped_steps_are_never_read(name):
+@pytest.mark.parametrize("name", sorted(CELLS))
+def test_nan_inputs_at_skipped_steps_change_neither_runner(name):
+    """``jump_unroll`` never reads them; ``unroll`` reads them but copies the state exactly."""
     params = _params(name, BIASES["half"])
     xs = jax.random.normal(jax.random.key(2), (B, T, F))
     lengths = jnp.array([T, T, 30, 12, 5])
-    _, want = _dense(name, params, xs, lengths)
-    unused = (want.u == 0)[..., None]
+    clean = _dense(name, params, xs, lengths)
+    unused = (clean[1].u == 0)[..., None]
     assert unused.any()
     poisoned = jnp.where(unused, jnp.nan, xs)
-    _, out, _ = _jump(name, params, poisoned, lengths)
-    np.testing.assert_array_equal(out.u, want.u)
-    np.testing.assert_allclose(out.h, want.h, rtol=1e-6, atol=1e-7)
+    dense_state, dense = _dense(name, params, poisoned, lengths)
+    for got, want in zip(jax.tree.leaves((dense_state, dense)), jax.tree.leaves(clean),
+                         strict=True):
+        np.testing.assert_array_equal(got, want)  # finite, bit for bit
+    state, out, _ = _jump(name, params, poisoned, lengths)
+    _assert_same(state, out, dense_state, dense)
+
+
+@pytest.mark.parametrize("lengths", [None, jnp.zeros((B,), jnp.int32)])
+def test_jump_unroll_without_steps_returns_what_unroll_returns(lengths):
+    params = _params("stack", BIASES["half"])
+    xs = jnp.zeros((B, 0, F))
+    want_state, want = sr.unroll(CELLS["stack"], params, xs, lengths)
+    state, out, info = sr.jump_unroll(CELLS["stack"], params, xs, lengths)
+    for got, expected in zip(jax.tree.leaves((state, out)), jax.tree.leaves((want_state, want)),
+                             strict=True):
+        assert got.shape == expected.shape and got.dtype == expected.dtype
+        np.testing.assert_array_equal(got, expected)
+    assert out.h.shape == (B, 0, H)
+    np.testing.assert_array_equal(info.num_updates, 0)
+    assert int(info.num_iterations) == 0
+
+
+@pytest.mark.parametrize("bad", [T + 1, -1])
+@pytest.mark.parametrize("runner", [sr.unroll, sr.jump_unroll])
+def test_concrete_lengths_outside_the_time_axis_raise(runner, bad):
+    params = _params("lstm", BIASES["half"])
+    lengths = jnp.array([T, bad, 3, 2, 1])
+    with pytest.raises(ValueError, match=rf"`lengths` must be in \[0, {T}\]"):
+        runner(CELLS["lstm"], params, jnp.zeros((B, T, F)), lengths)
+
+
+def test_traced_lengths_outside_the_time_axis_are_clipped():
+    params = _params("lstm", BIASES["half"])
+    xs = jax.random.normal(jax.random.key(4), (B, T, F))
+    lengths, clipped = jnp.array([T + 7, T, -3, 1, 0]), jnp.array([T, T, 0, 1, 0])
+    for run in (_dense, _jump):
+        for got, want in zip(jax.tree.leaves(run("lstm", params, xs, lengths)),
+                             jax.tree.leaves(run("lstm", params, xs, clipped)), strict=True):
+            np.testing.assert_array_equal(got, want)
 
 
 @pytest.mark.parametrize("name", ["gru", "budget"])

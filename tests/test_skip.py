@@ -13,6 +13,7 @@ import pytest
 
 import skip_rnn as sr
 from skip_rnn.linen import GRUCell, LSTMCell, SkipGRUCell, SkipLSTMCell
+from skip_rnn.skip import select
 
 B, T, F, H = 4, 30, 3, 6
 XS = jax.random.normal(jax.random.key(1), (B, T, F))
@@ -106,6 +107,28 @@ def test_straight_through_value_is_hard_and_gradient_is_one():
     np.testing.assert_array_equal(sr.straight_through(soft, hard), hard)
     grad = jax.grad(lambda s: jnp.sum(sr.straight_through(s, jnp.round(s)) * jnp.arange(11.0)))
     np.testing.assert_array_equal(grad(soft), jnp.arange(11.0))  # d u / d ũ = 1
+
+
+def test_select_copies_exactly_and_has_the_gradient_of_eq3():
+    u = jnp.array([1.0, 0.0, 1.0])
+    new = jax.random.normal(jax.random.key(0), (3, 4))
+    old = jax.random.normal(jax.random.key(1), (3, 4))
+    poisoned = new.at[1].set(jnp.nan)  # unused: row 1 skips
+    np.testing.assert_array_equal(select(u, poisoned, old), jnp.where(u[:, None] > 0, new, old))
+    weights = jnp.arange(12.0).reshape(3, 4)
+
+    def loss(fn):
+        return lambda *args: jnp.sum(weights * fn(*args))
+
+    def eq3(u, new, old):
+        return u[:, None] * new + (1 - u[:, None]) * old
+
+    for got, want in zip(jax.grad(loss(select), (0, 1, 2))(u, new, old),
+                         jax.grad(loss(eq3), (0, 1, 2))(u, new, old), strict=True):
+        np.testing.assert_allclose(got, want, rtol=1e-6)
+    tangents = (jnp.ones(3), jnp.ones((3, 4)), -jnp.ones((3, 4)))
+    np.testing.assert_allclose(jax.jvp(select, (u, new, old), tangents)[1],
+                               jax.jvp(eq3, (u, new, old), tangents)[1], rtol=1e-6)
 
 
 def _loss(cell, params, xs, cost_per_sample):
@@ -218,7 +241,9 @@ def test_flax_rnn_equals_unroll(module, pure):
      (lambda: sr.skip(sr.gru(2), max_updates=0), "max_updates"),
      (lambda: sr.stack([sr.gru(2)], gate_layers=(3,)), "gate_layers"),
      (lambda: sr.unroll(sr.gru(2), sr.gru(2).init(jax.random.key(0), 1), jnp.ones((2, 3))),
-      r"\[batch, time, features\]")],
+      r"\[batch, time, features\]"),
+     (lambda: sr.unroll(sr.gru(2), sr.gru(2).init(jax.random.key(0), 1), jnp.ones((2, 3, 1)),
+                        lengths=jnp.array([3, 3, 3])), r"`lengths` must have shape \[batch\]")],
 )
 def test_bad_arguments_raise_clear_errors(bad, match):
     with pytest.raises(ValueError, match=match):
