@@ -1,22 +1,28 @@
 #!/bin/bash
-# One pass on one lent GPU (about 9 minutes), as run for RESULTS.md and BENCHMARKS.md:
-#   1. the GPU rows of the benchmarks, on the quiet device, one after another;
+# One pass on one GPU in about 9 minutes; it made the H200 numbers of RESULTS.md and
+# BENCHMARKS.md:
+#   1. the GPU rows of the benchmarks, on the quiet GPU, one after another;
 #   2. then, side by side as separate processes (one population of 4 seeds each; chosen to fit
-#      the time box, though each process then runs ≈10x slower than alone): Table 1 (every
-#      row), Table 2 at Ts = 1 ms (every row) and sequential MNIST (Skip LSTM, Skip GRU,
-#      λ = 1e-4), each trained for what is left of the END seconds after step 1, less time for
-#      its last evaluation and figures, then evaluated and drawn;
-#   3. the tables collected, and everything packed into $OUT, all within END seconds.
-# Usage, from the repository root: OUT=out MNIST=../shared/data/mnist scripts/device_session.sh
-# (END=560 by default; BENCHMARKS=0 skips step 1).
+#      the time box, though each process then runs ≈10x slower than alone): Table 1 and
+#      Table 2 at Ts = 1 ms (the LSTM, Skip LSTM, GRU and Skip GRU rows) and sequential MNIST
+#      (Skip LSTM, Skip GRU, λ = 1e-4), each trained for what is left of the END seconds after
+#      step 1, less time for its last evaluation and figures, then evaluated and drawn;
+#   3. the tables collected (with their inference FLOPs column; the p_skip rows, e.g.
+#      `--models=lstm_pskip0.5`, are not trained here and show as "row left out"), and
+#      everything packed into OUTDIR, all within END seconds.
+# Usage, from the repository root: scripts/gpu_run.sh OUTDIR
+#   END=560 (default): seconds for the whole pass; BENCHMARKS=0 skips step 1;
+#   MNIST=DIR: a directory holding the four MNIST IDX files, for a machine without internet
+#   access (by default MNIST is downloaded once into ~/.cache/skip_rnn/mnist).
 set -u
-OUT=${OUT:-device_out}
-MNIST=${MNIST:-../shared/data/mnist}
+OUT=${1:?usage: scripts/gpu_run.sh OUTDIR}
 END=${END:-560}
-W=workdirs/device
+W=workdirs/gpu_run
 rm -rf $W  # a fresh start: rows resumed from an earlier pass would have no time left
 mkdir -p "$OUT" $W/logs
 export PYTHONUNBUFFERED=1 XLA_PYTHON_CLIENT_PREALLOCATE=false PYTHONPATH=".:${PYTHONPATH:-}"
+mnist_dir=()
+[ -n "${MNIST:-}" ] && mnist_dir=(--data_dir="$MNIST")
 
 # A two-step run of every part first: a broken install fails here in seconds, not minutes.
 python3 -m skip_rnn.reproduce --table=1 --workdir=$W/smoke --num_seeds=2 --models=skip_gru \
@@ -46,7 +52,7 @@ for model in lstm skip_lstm gru skip_gru; do
   run table2_$model --table=2 --variants=Ts=1ms --workdir=$W/table2 --models=$model
 done
 for model in skip_lstm skip_gru; do
-  run table3_$model --table=3 --workdir=$W/table3 --models=$model --data_dir="$MNIST"
+  run table3_$model --table=3 --workdir=$W/table3 --models=$model "${mnist_dir[@]}"
 done
 (sleep 60; nvidia-smi > $W/logs/nvidia_smi_during_training.txt 2>&1) &
 wait
