@@ -1,66 +1,73 @@
 #!/bin/bash
-# One pass on one GPU in about 9 minutes; it made the H200 numbers of RESULTS.md and
-# BENCHMARKS.md:
-#   1. the GPU rows of the benchmarks, on the quiet GPU, one after another;
-#   2. then, side by side as separate processes (one population of 4 seeds each; chosen to fit
-#      the time box, though each process then runs ≈10x slower than alone): Table 1 and
-#      Table 2 at Ts = 1 ms (the LSTM, Skip LSTM, GRU and Skip GRU rows) and sequential MNIST
-#      (Skip LSTM, Skip GRU, λ = 1e-4), each trained for what is left of the END seconds after
-#      step 1, less time for its last evaluation and figures, then evaluated and drawn;
-#   3. the tables collected (with their inference FLOPs column; the p_skip rows, e.g.
-#      `--models=lstm_pskip0.5`, are not trained here and show as "row left out"), and
-#      everything packed into OUTDIR, all within END seconds.
-# Usage, from the repository root: scripts/gpu_run.sh OUTDIR
-#   END=560 (default): seconds for the whole pass; BENCHMARKS=0 skips step 1;
-#   MNIST=DIR: a directory holding the four MNIST IDX files, for a machine without internet
-#   access (by default MNIST is downloaded once into ~/.cache/skip_rnn/mnist).
+# One pass on one GPU, parts one after another in the order given (never side by side: separate
+# training processes on one GPU each ran ≈10x slower than alone, BENCHMARKS.md).
+#
+# Usage, from the repository root:  scripts/gpu_run.sh OUTDIR [PART ...]
+# Parts (default: bench gradient mnist):
+#   bench     the GPU rows of the benchmarks (train step incl. skip(from_linen), inference,
+#             population), ≈3 min
+#   gradient  RESULTS.md's gradient-form experiment: adding task, Skip LSTM λ ∈ {0, 1e-5},
+#             4 seeds, eq5 then reference_code, GRADIENT_STEPS steps each (default 20000)
+#   mnist     sequential MNIST on our short schedule (configs/mnist_fast.py), Skip LSTM then
+#             Skip GRU λ=1e-4, 4 seeds, MNIST_SECONDS each (default 240); resumes
+#   table1 / table2   the adding / frequency table, every row, 4 seeds, stop_when_settled,
+#             TABLE_SECONDS per row (default 120); resumes
+# Everything lands in OUTDIR: logs, results.json, metrics, figures and the latest/ checkpoints
+# (to resume on the next machine: unpack OUTDIR/workdirs.tar.gz into the repository root).
+# MNIST=DIR: the four MNIST IDX files, for a machine without internet access.
 set -u
-OUT=${1:?usage: scripts/gpu_run.sh OUTDIR}
-END=${END:-560}
+OUT=${1:?usage: scripts/gpu_run.sh OUTDIR [bench gradient mnist table1 table2]}
+shift
+PARTS=${*:-bench gradient mnist}
 W=workdirs/gpu_run
-rm -rf $W  # a fresh start: rows resumed from an earlier pass would have no time left
 mkdir -p "$OUT" $W/logs
 export PYTHONUNBUFFERED=1 XLA_PYTHON_CLIENT_PREALLOCATE=false PYTHONPATH=".:${PYTHONPATH:-}"
 mnist_dir=()
-[ -n "${MNIST:-}" ] && mnist_dir=(--data_dir="$MNIST")
+[ -n "${MNIST:-}" ] && mnist_dir=(--config.data.dir="$MNIST")
 
-# A two-step run of every part first: a broken install fails here in seconds, not minutes.
+# A two-step run first: a broken install fails here in seconds, not minutes.
 python3 -m skip_rnn.reproduce --table=1 --workdir=$W/smoke --num_seeds=2 --models=skip_gru \
   --num_train_steps=2 --set=eval_every=2 --set=data.seq_length=10 --set=data.num_eval=8 \
   --set=model.hidden_size=4 --set=batch_size=8 --set=eval_batch_size=8 > "$OUT/smoke.log" 2>&1 \
   || { cat "$OUT/smoke.log"; exit 1; }
 
-[ "${BENCHMARKS:-1}" = 1 ] && {
-  nvidia-smi -L
-  python3 -c "import jax, flax, optax, orbax.checkpoint as ocp; print('jax', jax.__version__,
-    'flax', flax.__version__, 'optax', optax.__version__, 'orbax', ocp.__version__, jax.devices())"
-  echo "## population"; timeout 90 python3 -m benchmarks.population --lengths=50,784
-  echo "## inference"; timeout 60 python3 benchmarks/inference.py --repeats=5
-  echo "## train step"; timeout 60 python3 benchmarks/train_step.py --shapes=smnist --repeats=5
-} > "$OUT/benchmarks.md" 2>&1
-
-train_seconds=$((END - SECONDS - 120))  # start-up, compiling, last evaluation, figures, packing
-limit=$((END - SECONDS - 30))  # a row still running then is killed, its results.json lost
-(( train_seconds >= 30 )) || { echo "only $train_seconds s left to train: END is too short"; exit 1; }
-echo "training for $train_seconds s, killed after $limit s"
-run() {  # run <log name> <reproduce arguments...>
-  timeout $limit python3 -m skip_rnn.reproduce "${@:2}" \
-    --set=max_train_seconds=$train_seconds > $W/logs/$1.log 2>&1 &
-}
-for model in lstm skip_lstm gru skip_gru; do
-  run table1_$model --table=1 --workdir=$W/table1 --models=$model
-  run table2_$model --table=2 --variants=Ts=1ms --workdir=$W/table2 --models=$model
+for part in $PARTS; do
+  echo "== $part at ${SECONDS}s"
+  case $part in
+  bench) {
+    nvidia-smi -L
+    python3 -c "import jax, flax, optax; print('jax', jax.__version__, 'flax', flax.__version__,
+      'optax', optax.__version__, jax.devices())"
+    echo "## train step"; timeout 120 python3 benchmarks/train_step.py --shapes=adding,smnist \
+      --repeats=5
+    echo "## inference"; timeout 60 python3 benchmarks/inference.py --repeats=5
+    echo "## population"; timeout 90 python3 -m benchmarks.population --lengths=50,784
+  } > "$OUT/benchmarks.md" 2>&1 ;;
+  gradient)
+    for form in eq5 reference_code; do
+      python3 train.py --config=configs/adding.py --workdir=$W/gradient/$form \
+        --config.model.gradient=$form --config.costs_per_sample='(0., 1e-5)' \
+        --config.num_seeds=4 --config.num_train_steps=${GRADIENT_STEPS:-20000} \
+        > $W/logs/gradient_$form.log 2>&1
+    done ;;
+  mnist)
+    for cell in skip_lstm skip_gru; do
+      python3 train.py --config=configs/mnist_fast.py --workdir=$W/mnist_fast/$cell \
+        --config.model.cell=$cell --config.num_seeds=4 "${mnist_dir[@]}" \
+        --config.max_train_seconds=${MNIST_SECONDS:-240} > $W/logs/mnist_fast_$cell.log 2>&1
+    done ;;
+  table1|table2)
+    n=${part#table}
+    python3 -m skip_rnn.reproduce --table=$n --help | sed -n '/^Tables/,$p' | grep "^  $n:" \
+      | sed 's/.*rows //; s/;.*//; s/, /\n/g' | while read -r row; do
+      python3 -m skip_rnn.reproduce --table=$n --workdir=$W/table$n --models=$row \
+        --set=stop_when_settled=true --set=num_train_steps=50000 \
+        --set=max_train_seconds=${TABLE_SECONDS:-120} > $W/logs/table${n}_$row.log 2>&1
+    done
+    python3 -m skip_rnn.reproduce --table=$n --workdir=$W/table$n --collect \
+      > $W/logs/table$n.txt 2>&1 ;;
+  *) echo "unknown part $part"; exit 2 ;;
+  esac
 done
-for model in skip_lstm skip_gru; do
-  run table3_$model --table=3 --workdir=$W/table3 --models=$model "${mnist_dir[@]}"
-done
-(sleep 60; nvidia-smi > $W/logs/nvidia_smi_during_training.txt 2>&1) &
-wait
-
-for table in 1 2 3; do
-  python3 -m skip_rnn.reproduce --table=$table --workdir=$W/table$table --collect \
-    > $W/logs/table$table.txt 2>&1
-  tar czf "$OUT/table$table.tar.gz" --exclude=latest -C $W table$table
-done
-tar czf "$OUT/logs.tar.gz" -C $W logs
+tar czf "$OUT/workdirs.tar.gz" --exclude=tensorboard $W
 ls -la "$OUT"
