@@ -6,11 +6,16 @@
 ``--show_config`` lists every config key with its value and meaning. Errors in what was asked
 (a bad value, an unknown key, missing data, an unusable workdir) print one line and exit 2;
 ``--verbose`` shows their tracebacks too. Ctrl-C (or SIGTERM) saves and exits 130 (143).
+
+A multi-process run (``jax.distributed``; README "Scaling out") runs the same command in every
+process, with ``--coordinator_address=HOST:PORT --num_processes=N --process_id=I``, or with
+``--distributed`` where JAX finds these itself (TPU pods, SLURM, Open MPI).
 """
 
 import os
 import sys
 
+import jax
 from absl import app, flags, logging
 from ml_collections import config_flags
 
@@ -19,8 +24,12 @@ from skip_rnn.data.sources import DataError
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
 FLAGS = flags.FLAGS
-config_flags.DEFINE_config_file("config", os.path.join(ROOT, "configs", "adding.py"),
-                                "Experiment configuration: a file of configs/.", lock_config=True)
+config_flags.DEFINE_config_file(
+    "config", os.path.join(ROOT, "configs", "adding.py"),
+    "Experiment configuration, a file of configs/ (adding, frequency, mnist, mnist_fast, imdb, "
+    "ucf101, charades); override any key, e.g. --config.model.cell=skip_gru "
+    "--config.cost_per_sample=1e-4 --config.num_seeds=4 --config.learning_rate=1e-3 "
+    "--config.max_train_seconds=120. --show_config lists them all.", lock_config=True)
 flags.DEFINE_string("workdir", None, "Checkpoints, metrics and figures go here (default: "
                     "workdirs/<config name>, e.g. workdirs/mnist).")
 flags.DEFINE_bool("show_config", False, "Print every config key, its value and meaning; exit.")
@@ -28,6 +37,14 @@ flags.DEFINE_bool("figures_only", False, "Only redraw the figures from the workd
                   "checkpoint (e.g. of a run stopped early), then exit.")
 flags.DEFINE_integer("member", 0, "With --figures_only: which population member to draw.")
 flags.DEFINE_bool("verbose", False, "Show tracebacks of user errors too.")
+flags.DEFINE_string("coordinator_address", None, "Multi-process run: HOST:PORT of process 0, "
+                    "the same in every process.")
+flags.DEFINE_integer("num_processes", None, "Multi-process run: how many processes.")
+flags.DEFINE_integer("process_id", None, "Multi-process run: this one, 0 .. num_processes - 1.")
+flags.DEFINE_bool("distributed", False, "Multi-process run with the settings that "
+                  "jax.distributed.initialize() detects (TPU pods, SLURM, Open MPI); implied by "
+                  "the three flags above.")
+MULTI_PROCESS_FLAGS = ("coordinator_address", "num_processes", "process_id")
 
 USER_ERRORS = (configuration.ConfigError, DataError, trainer.WorkdirError, FileNotFoundError)
 
@@ -57,10 +74,11 @@ def main(argv: list[str]) -> None:
     config_file = config_flags.get_config_filename(FLAGS["config"])
     if FLAGS.show_config:
         print(f"{config_file}:")
-        print(configuration.describe(FLAGS.config, *_config_modules()))
+        print(configuration.describe(FLAGS.config, _config_module()))
         return
     name = os.path.splitext(os.path.basename(config_file))[0]
     workdir = FLAGS.workdir or os.path.join("workdirs", name)
+    join_processes()
     try:
         if FLAGS.figures_only:
             for path in trainer.redraw_figures(FLAGS.config, workdir, FLAGS.member):
@@ -74,6 +92,21 @@ def main(argv: list[str]) -> None:
         if FLAGS.verbose:
             raise
         _fail(str(e))
+
+
+def join_processes() -> None:
+    """Starts JAX's multi-process runtime when a multi-process run is asked for (before JAX
+    touches a device)."""
+    given = {name: FLAGS[name].value for name in MULTI_PROCESS_FLAGS}
+    if not (FLAGS.distributed or any(v is not None for v in given.values())):
+        return
+    if FLAGS.figures_only:
+        _fail("--figures_only runs as one process: leave out --distributed and "
+              f"--{', --'.join(MULTI_PROCESS_FLAGS)}.")
+    try:
+        jax.distributed.initialize(**given)
+    except ValueError as e:
+        _fail(f"cannot start the multi-process run: {e}")
 
 
 def _config_path(arg: str) -> str:
@@ -90,12 +123,19 @@ def _config_path(arg: str) -> str:
           f"{os.path.join(ROOT, 'configs')}.")
 
 
-def _config_modules():
-    sys.path.insert(0, ROOT)
-    import importlib
+def _config_module():
+    """The module of the ``--config`` file (its comments document the keys)."""
+    import importlib.util
 
-    name = os.path.splitext(os.path.basename(config_flags.get_config_filename(FLAGS["config"])))[0]
-    return [importlib.import_module(f"configs.{name}"), importlib.import_module("configs.common")]
+    sys.path.insert(0, ROOT)  # configs/ files import configs.common
+    path = os.path.abspath(config_flags.get_config_filename(FLAGS["config"]))
+    name = os.path.splitext(os.path.basename(path))[0]
+    if os.path.dirname(path) == os.path.join(ROOT, "configs"):
+        return importlib.import_module(f"configs.{name}")
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def _unwrap(error: BaseException) -> str:

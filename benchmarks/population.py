@@ -18,7 +18,6 @@ import time
 
 import jax
 import numpy as np
-from jax.sharding import Mesh
 
 from configs import adding
 from skip_rnn import data, models, trainer
@@ -30,7 +29,7 @@ def timed_steps(config, num_members: int, steps: int):
     task = data.load(config)
     cell = models.make_cell(config.model)
     members = trainer.population(config)
-    mesh = Mesh(np.array(jax.devices()[:1]), ("batch",))
+    mesh = trainer.make_mesh(config, jax.devices()[:1])
     tx, train_step, _ = trainer.make_steps(cell, config, task, members, mesh)
     params = trainer.init_population(cell, task, members)
     state = trainer.initial_train_state(tx, params)

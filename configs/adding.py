@@ -14,6 +14,6 @@ def get_config():
     config = base_config("adding")
     config.cost_per_sample = 1e-5
     config.num_train_steps = 50_000
-    config.data.seq_length = 50
-    config.data.num_eval = 10_000
+    config.data.seq_length = 50  # T: (value, marker) pairs a sequence
+    config.data.num_eval = 10_000  # validation and test sequences each
     return config

@@ -30,12 +30,12 @@ def get_config():
     config.data.validation_fraction = 0.05  # of Charades_v1_train.csv's videos
     # 80 s at 6 fps: every test video (the longest, 72.0 s, has 433 frames); crops 21 of the
     # 7,985 training videos.
-    config.data.seq_length = 480
+    config.data.seq_length = 480  # frames at 6 fps: longer videos are cropped
     config.data.num_eval_frames = 100  # the paper's protocol (the official one: 25)
     config.data.mask_padding = True  # updates counted per video, as Table 3's 172.9 ± 47.4
     # VGG-16 up to fc7, 15.3e9 as He et al. (2016) count it, per used frame. Table 3's FLOPs
     # = updates x (CNN + RNN): LSTM 172.9 x (15.3e9 + 4,980,736) = 2.646e12 (paper 2.65e12);
     # Skip GRU λ=1e-4 100.8 x (15.3e9 + 3,735,808) = 1.542e12 (1.54e12); Skip LSTM λ=1e-2
     # 17.4 x (15.3e9 + 4,980,992) = 2.663e11 (2.66e11); 11 of the 15 rows to 3 digits.
-    config.data.encoder_flops_per_frame = 15.3e9
+    config.data.encoder_flops_per_frame = 15.3e9  # VGG-16 to fc7, per used frame
     return config

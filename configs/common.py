@@ -28,6 +28,7 @@ def base_config(task: str) -> ml_collections.ConfigDict:
     config.costs_per_sample = ()  # a population over several λ (overrides cost_per_sample)
     config.num_seeds = 1  # a population over seeds config.seed, config.seed + 1, ...
     config.same_data = False  # population members share config.seed's data stream
+    config.member_sharding = False  # True: members split over devices (batch over the rest)
     config.regression_loss = "mse"  # mse | half_mse (the authors' tf.nn.l2_loss / batch)
     config.reference_code = False  # True: gradient, init, regression loss as the authors' code
     config.budget_loss = "cost_per_sample"  # cost_per_sample | l1 | l2 | time_weighted

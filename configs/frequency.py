@@ -15,7 +15,7 @@ def get_config():
     config = base_config("frequency")
     config.cost_per_sample = 1e-4
     config.num_train_steps = 50_000
-    config.data.duration_ms = 100.0
+    config.data.duration_ms = 100.0  # signal length; T = duration / sampling period
     config.data.sampling_period_ms = 1.0  # Ts: 1 (length 100) or 0.5 (length 200)
-    config.data.num_eval = 10_000
+    config.data.num_eval = 10_000  # validation and test sequences each
     return config

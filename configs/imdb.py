@@ -31,9 +31,8 @@ def get_config():
     config.data.download = True  # aclimdb: fetch a missing archive from data.url, sha256 checked
     config.data.url = imdb.URL  # where aclImdb_v1.tar.gz is downloaded from
     config.data.seq_length = 200  # 200 | 400
-    # False: padding tokens are inputs like any other and count as updates (the paper's 200.00)
-    config.data.mask_padding = True
-    config.data.vocab_size = 20_000
+    config.data.mask_padding = True  # False: padding fed and counted (the paper's way)
+    config.data.vocab_size = 20_000  # most frequent training words (+ padding, unknown)
     config.data.split = (0.8, 0.1, 0.1)  # csv: train / validation / test fractions
     config.data.split_seed = 0  # the held-out validation reviews (and the csv split)
     config.data.word2vec = ""  # optional word2vec binary file for the embedding init

@@ -20,12 +20,11 @@ def get_config():
     config.num_epochs = 300  # the paper's Fig. 4 trains at least 300
     config.eval_every = 200
     config.eval_batch_size = 256
-    config.data.dir = ""
+    config.data.dir = ""  # classInd.txt, the split lists and features/ (README)
     config.data.split = 1  # the official split 1, 2 or 3
-    config.data.split_seed = 0
+    config.data.split_seed = 0  # which training groups are held out for validation
     config.data.validation_fraction = 0.05  # held out as whole groups (gNN)
     config.data.seq_length = 250  # 10 s at 25 fps
-    # False: padded frames are inputs like any other and count as updates (the paper's 250.0)
-    config.data.mask_padding = True
+    config.data.mask_padding = True  # False: padding fed and counted (the paper's 250.0)
     config.data.encoder_flops_per_frame = 3.8e9  # ResNet-50, counted per used frame
     return config

@@ -21,9 +21,8 @@ class Checkpoints:
     """The ``latest/`` and ``best/`` checkpoint managers of a workdir."""
 
     def __init__(self, workdir: str):
-        options = ocp.CheckpointManagerOptions(max_to_keep=1, create=True)
         self.latest, self.best = (ocp.CheckpointManager(
-            os.path.join(workdir, name), options=options,
+            os.path.join(workdir, name), options=_options(name),
             item_handlers={"tree": ocp.StandardCheckpointHandler(),
                            "meta": ocp.JsonCheckpointHandler()})
             for name in ("latest", "best"))
@@ -74,3 +73,12 @@ class Checkpoints:
         for manager in (self.latest, self.best):
             manager.wait_until_finished()
             manager.close()
+
+
+def _options(name: str) -> ocp.CheckpointManagerOptions:
+    """One checkpoint kept. Several processes save collectively: each writes its own shards,
+    process 0 the JSON and the metadata; the barriers of ``latest/`` and ``best/`` carry their
+    own names, as both save at the same step (an evaluation step that is also a checkpoint)."""
+    return ocp.CheckpointManagerOptions(
+        max_to_keep=1, create=True,
+        multiprocessing_options=ocp.options.MultiprocessingOptions(barrier_sync_key_prefix=name))

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import inspect
 import re
+import types
 
 import ml_collections
 
@@ -42,9 +43,25 @@ def resolve(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     return config
 
 
+def num_members(config: ml_collections.ConfigDict) -> int:
+    """The population's size: ``num_seeds`` x the λ of ``costs_per_sample`` (at least one)."""
+    return config.num_seeds * max(len(config.costs_per_sample), 1)
+
+
+def mesh_shape(config: ml_collections.ConfigDict, num_devices: int) -> tuple[int, int]:
+    """How ``num_devices`` split into ``(member, batch)`` axes: with ``member_sharding``, members
+    over ``min(members, devices)`` devices, the rest of the devices splitting each member's
+    batch; without, every device holds every member and a slice of the batch."""
+    member = max(min(num_members(config), num_devices), 1) if config.member_sharding else 1
+    return member, num_devices // member
+
+
 def check_config(config: ml_collections.ConfigDict, num_devices: int) -> None:
     """Rejects nonsensical values before any data is read, naming the field."""
-    devices = f"divisible by the number of devices ({num_devices})"
+    members, batch_devices = num_members(config), mesh_shape(config, num_devices)[1]
+    devices = (f"divisible by the number of devices ({num_devices})"
+               if batch_devices == num_devices
+               else f"divisible by the devices each member's batch is split over ({batch_devices})")
     checks = [
         ("task", config.task in data.base.TASKS, f"one of {data.base.TASKS}"),
         ("model.cell", config.model.cell in models.CELLS, f"one of {models.CELLS}"),
@@ -69,10 +86,15 @@ def check_config(config: ml_collections.ConfigDict, num_devices: int) -> None:
         ("model.num_layers", config.model.num_layers > 0, "> 0"),
         ("model.max_updates", config.model.max_updates >= 0, ">= 0 (0: no hard budget)"),
         ("model.dropout", 0 <= config.model.dropout < 1, "in [0, 1)"),
-        ("batch_size", config.batch_size > 0 and config.batch_size % num_devices == 0,
+        ("member_sharding", not config.member_sharding
+         or (members > 0 and max(members, num_devices) % min(members, num_devices) == 0),
+         f"False, or used with a population whose {members} members (num_seeds x "
+         f"costs_per_sample) split evenly over the {num_devices} devices: a multiple or a "
+         f"divisor of {num_devices}"),
+        ("batch_size", config.batch_size > 0 and config.batch_size % batch_devices == 0,
          f"> 0 and {devices}"),
         ("eval_batch_size", config.eval_batch_size > 0
-         and config.eval_batch_size % num_devices == 0, f"> 0 and {devices}"),
+         and config.eval_batch_size % batch_devices == 0, f"> 0 and {devices}"),
         ("num_train_steps", config.num_train_steps > 0 or config.num_epochs > 0,
          "> 0, or num_epochs > 0"),
         ("max_train_seconds", config.max_train_seconds >= 0, ">= 0 (0: no limit)"),
@@ -98,19 +120,30 @@ def check_config(config: ml_collections.ConfigDict, num_devices: int) -> None:
             raise ConfigError(f"config.{field}={value!r} is invalid: must be {allowed}.")
 
 
-def describe(config: ml_collections.ConfigDict, *modules) -> str:
+def describe(config: ml_collections.ConfigDict, module: types.ModuleType) -> str:
     """Every key of ``config`` with its value and the comment that documents it in the config
-    files (``modules``: the task's config module and ``configs.common``)."""
+    files: ``module`` (the config file) first, then the config modules it builds on."""
     comments = {}
-    for module in modules:
+    for source in _config_sources(module):
         for key, comment in re.findall(r"config\.([\w.]+) = [^#\n]*#\s*(.*)",
-                                       inspect.getsource(module)):
+                                       inspect.getsource(source)):
             comments.setdefault(key, comment)
     lines = []
     for key, value in _flatten(config.to_dict()):
         help_text = comments.get(key, "")
         lines.append(f"  {key} = {value!r}" + (f"    # {help_text}" if help_text else ""))
     return "\n".join(lines)
+
+
+def _config_sources(module: types.ModuleType) -> list[types.ModuleType]:
+    """``module`` and, depth first, the ``configs`` modules it uses (``configs.common``)."""
+    sources = [module]
+    for value in vars(module).values():
+        owner = value if inspect.ismodule(value) else inspect.getmodule(value)
+        if (owner is not None and owner.__name__.split(".")[0] == "configs"
+                and owner not in sources):
+            sources += [m for m in _config_sources(owner) if m not in sources]
+    return sources
 
 
 def _flatten(tree: dict, prefix: str = "") -> list[tuple[str, object]]:

@@ -50,19 +50,32 @@ class MetricWriter:
         self.tensorboard.close()
 
 
+class NullWriter:
+    """:class:`MetricWriter`'s interface writing nothing: processes other than 0 of a
+    multi-process run."""
+
+    def write(self, step: int, split: str, members: list, metrics: list[dict]) -> None:
+        del step, split, members, metrics
+
+    def close(self) -> None:
+        pass
+
+
 class Console:
-    """Progress on the terminal: a banner, a tqdm bar, one time estimate, a summary."""
+    """Progress on the terminal: a banner, a tqdm bar, one time estimate, a summary.
+    ``quiet``: print nothing (processes other than 0 of a multi-process run)."""
 
     TIMED_STEPS = 10  # measured after the first (compiling) step, before the estimate
 
-    def __init__(self, total_steps: int, start_step: int, desc: str):
-        self.total_steps, self.start_step = total_steps, start_step
+    def __init__(self, total_steps: int, start_step: int, desc: str, quiet: bool = False):
+        self.total_steps, self.start_step, self.quiet = total_steps, start_step, quiet
         self.progress = tqdm.tqdm(total=total_steps, initial=start_step, desc=desc,
-                                  dynamic_ncols=True, mininterval=5.0)
+                                  dynamic_ncols=True, mininterval=5.0, disable=quiet)
         self.timer: float | None = None
 
     def write(self, message: str) -> None:
-        self.progress.write(message)
+        if not self.quiet:
+            self.progress.write(message)
 
     def step_done(self, step: int, state) -> None:
         """Advances the bar; times steps ``start + 1 .. start + 1 + TIMED_STEPS`` (blocking on
@@ -83,21 +96,25 @@ class Console:
 
 
 def banner(config, members: list, total_steps: int, start_step: int, workdir: str,
-           devices: list) -> str:
-    """What is about to run, in a few lines."""
+           mesh: jax.sharding.Mesh) -> str:
+    """What is about to run, in a few lines; ``mesh``: the devices, ``("member", "batch")``."""
     model = config.model
     cell = model.cell + (f" (p_skip = {model.p_skip:g})" if model.p_skip else "")
     layers = f"{model.num_layers} x {model.hidden_size}" if model.num_layers > 1 \
         else f"{model.hidden_size}"
     costs = sorted({m.cost_per_sample for m in members})
     seeds = sorted({m.seed for m in members})
+    devices = list(mesh.devices.flat)
     kinds = sorted({d.platform for d in devices})
+    processes = len({d.process_index for d in devices})
+    layout = (f" in {processes} processes" if processes > 1 else "") + (
+        f", members split over {mesh.shape['member']}" if mesh.shape["member"] > 1 else "")
     lines = [
         f"Task {config.task}: {cell}, {layers} units, λ in {{{', '.join(f'{c:g}' for c in costs)}}}"
         f" x seeds {seeds} = {len(members)} member{'s' * (len(members) > 1)}.",
         f"Steps {start_step:,} -> {total_steps:,} ({'resuming' if start_step else 'new run'}), "
         f"batch {config.batch_size}, learning rate {config.learning_rate:g}, on "
-        f"{len(devices)} {'/'.join(kinds)} device{'s' * (len(devices) > 1)}.",
+        f"{len(devices)} {'/'.join(kinds)} device{'s' * (len(devices) > 1)}{layout}.",
         f"Workdir {workdir}",
     ]
     if config.max_train_seconds:

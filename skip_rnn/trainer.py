@@ -4,10 +4,16 @@ A run trains a *population*: ``num_seeds`` seeds x the budgets in ``costs_per_sa
 the one ``cost_per_sample``), all in one jitted train step, ``jax.vmap`` over the member axis
 of parameters, optimizer state, RNG and λ. A single model is a population of one. The step is
 ``value_and_grad`` of task loss + budget loss with Optax clip + Adam; the eval step is jitted
-too. The batch is sharded over all local devices with ``jax.sharding`` (a mesh over the batch
-axis; parameters replicated). The workdir holds orbax checkpoints (``latest/`` to resume,
-``best/`` with each member's best-validation parameters), ``metrics.jsonl``, TensorBoard
-events, ``results.json`` and figures; rerunning the same command resumes from ``latest/``.
+too. Both run on a ``("member", "batch")`` mesh of every device of every process
+(:func:`make_mesh`): each member's batch is split over the batch axis, and with
+``config.member_sharding`` the members (parameters, optimizer state, data) over the member axis.
+The workdir holds orbax checkpoints (``latest/`` to resume, ``best/`` with each member's
+best-validation parameters), ``metrics.jsonl``, TensorBoard events, ``results.json`` and
+figures; rerunning the same command resumes from ``latest/``.
+
+In a multi-process run (``jax.distributed``) every process runs this same program: it builds
+its own part of each batch, and all take part in every step, evaluation and orbax save or
+restore; process 0 alone prints and writes the plain files (metrics, results, figures).
 
 "Best" is the best validation metric, except where the task has the paper's "solved" rule
 (adding, frequency): there a solved evaluation with the fewest state updates is best, as the
@@ -28,14 +34,15 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import optax
+from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from skip_rnn import budget, data, figures, flops, localization, models
 from skip_rnn.base import Array, Cell, Params
 from skip_rnn.checkpoints import Checkpoints
-from skip_rnn.configuration import ConfigError, check_config, resolve
+from skip_rnn.configuration import ConfigError, check_config, mesh_shape, resolve
 from skip_rnn.data import Batch, TaskData
-from skip_rnn.metrics import Console, MetricWriter, banner, mean, one_line, summary
+from skip_rnn.metrics import Console, MetricWriter, NullWriter, banner, mean, one_line, summary
 
 
 class TrainState(NamedTuple):
@@ -78,6 +85,50 @@ def initial_train_state(tx: optax.GradientTransformation, params: Params) -> Tra
 def stack_members(batches: list[Batch]) -> Batch:
     """One batch per member -> one batch with leaves ``[M, B, ...]``."""
     return Batch(*(None if a[0] is None else np.stack(a) for a in zip(*batches, strict=True)))
+
+
+def make_mesh(config: ml_collections.ConfigDict, devices: list) -> Mesh:
+    """``devices`` as a ``("member", "batch")`` mesh: members over the first axis (size 1 but
+    with ``config.member_sharding``), each member's batch over the second."""
+    return Mesh(np.array(devices).reshape(mesh_shape(config, len(devices))), ("member", "batch"))
+
+
+def place_members(tree, mesh: Mesh):
+    """``tree``'s arrays, the same on every process, as global arrays: leaves ``[M, ...]`` split
+    over the mesh's member axis, scalars (the step) replicated."""
+    def place(leaf):
+        spec = PartitionSpec("member") if np.ndim(leaf) else PartitionSpec()
+        return jax.make_array_from_process_local_data(
+            NamedSharding(mesh, spec), np.asarray(leaf), np.shape(leaf))
+    return jax.tree.map(place, tree)
+
+
+def global_batch(batch: Batch, sharding: NamedSharding, shape: tuple[int, ...]) -> Batch:
+    """This process's part of a batch whose leading axes are ``shape`` (all of it, or the
+    indices of :func:`process_indices`), as global arrays laid out by ``sharding``."""
+    return Batch(*(None if a is None else jax.make_array_from_process_local_data(
+        sharding, a, shape + a.shape[len(shape):]) for a in batch))
+
+
+def process_indices(sharding: NamedSharding, shape: tuple[int, ...]) -> list[np.ndarray]:
+    """For each axis of ``shape``, the indices that this process's devices hold, sorted: the
+    process-local data :func:`jax.make_array_from_process_local_data` expects."""
+    slices = sharding.addressable_devices_indices_map(shape).values()
+    return [np.unique(np.concatenate([np.arange(size)[s[axis]] for s in slices]))
+            for axis, size in enumerate(shape)]
+
+
+def train_batch(task: TaskData, seeds: list[int], step: int, batch_size: int,
+                sharding: NamedSharding) -> Batch:
+    """Step ``step``'s batch of every member (``seeds``: each member's data stream), leaves
+    ``[M, B, ...]`` laid out by ``sharding``. This process builds the batches of its members
+    only and keeps its rows of them (batches are functions of seed and step)."""
+    shape = (len(seeds), batch_size)
+    members, rows = process_indices(sharding, shape)
+    batches = [task.train_batch(seeds[m], step) for m in members]
+    if len(rows) < batch_size:
+        batches = [b.take(rows) for b in batches]
+    return global_batch(stack_members(batches), sharding, shape)
 
 
 def make_optimizer(config: ml_collections.ConfigDict, total_steps: int
@@ -149,6 +200,7 @@ def make_steps(cell: Cell, config: ml_collections.ConfigDict, task: TaskData,
     seeds = jnp.asarray([m.seed for m in members])
     costs = jnp.asarray([m.cost_per_sample for m in members])
     replicated = NamedSharding(mesh, PartitionSpec())
+    by_member = NamedSharding(mesh, PartitionSpec("member"))
 
     def loss_fn(params, batch: Batch, key, cost_per_sample):
         predictions, out = models.apply(cell, params, batch.inputs, batch.lengths,
@@ -173,7 +225,9 @@ def make_steps(cell: Cell, config: ml_collections.ConfigDict, task: TaskData,
         metrics = {"loss": loss, **metrics, "grad_norm": optax.tree.norm(grads)}
         return optax.apply_updates(params, updates), opt_state, metrics
 
-    @functools.partial(jax.jit, out_shardings=(replicated, replicated))
+    # Metrics and evaluation outputs replicated: every process can read them.
+    @functools.partial(jax.jit, out_shardings=(TrainState(replicated, by_member, by_member),
+                                               replicated))
     def train_step(state: TrainState, batch: Batch):
         params, opt_state, metrics = jax.vmap(member_step, in_axes=(0, 0, 0, 0, 0, None))(
             state.params, state.opt_state, batch, seeds, costs, state.step)
@@ -190,7 +244,8 @@ def make_steps(cell: Cell, config: ml_collections.ConfigDict, task: TaskData,
         scores = {"scores": predictions} if task.per_step else {}  # scored on the host
         return {**per_example, **scores, "updates": jnp.sum(out.u, axis=1)}
 
-    eval_step = jax.jit(jax.vmap(member_eval, in_axes=(0, None, None)))
+    eval_step = jax.jit(jax.vmap(member_eval, in_axes=(0, None, None)),
+                        out_shardings=replicated)
     return tx, train_step, eval_step
 
 
@@ -282,9 +337,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     member 0's best checkpoint. Raises :class:`Interrupted` after saving on SIGINT / SIGTERM.
     """
     workdir = os.path.abspath(workdir)  # orbax needs absolute paths
-    mesh = Mesh(np.array(jax.devices()), ("batch",))
     config = resolve(config)
-    check_config(config, mesh.size)
+    check_config(config, jax.device_count())
+    mesh = make_mesh(config, jax.devices())
     _check_workdir(workdir)
     task = data.load(config)
     cell = models.make_cell(config.model)
@@ -293,23 +348,22 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     update_flops = (flops.flops_per_update(cell, rnn_input_size)
                     + config.data.get("encoder_flops_per_frame", 0.0))
     tx, train_step, eval_step = make_steps(cell, config, task, members, mesh)
-    replicated = NamedSharding(mesh, PartitionSpec())
-
-    def shard(batch: Batch, spec: PartitionSpec | None = None) -> Batch:
-        sharding = NamedSharding(mesh, spec or PartitionSpec("batch"))
-        return Batch(*(None if a is None else jax.device_put(a, sharding) for a in batch))
+    seeds = [config.seed if config.same_data else m.seed for m in members]
+    train_sharding = NamedSharding(mesh, PartitionSpec("member", "batch"))
+    shard_eval = functools.partial(global_batch, sharding=NamedSharding(
+        mesh, PartitionSpec("batch")), shape=(config.eval_batch_size,))
 
     def train_step_at(state: TrainState, step: int):
-        seeds = [config.seed if config.same_data else m.seed for m in members]
-        batches = [task.train_batch(seed, step) for seed in seeds]
-        return train_step(state, shard(stack_members(batches), PartitionSpec(None, "batch")))
+        return train_step(state, train_batch(task, seeds, step, config.batch_size,
+                                             train_sharding))
 
     def evaluate_split(params: Params, split: str) -> list[dict]:
         return evaluate(eval_step, params, task.eval_sets[split], config.eval_batch_size,
-                        shard, task, update_flops, config.data.get("num_eval_frames", 100))
+                        shard_eval, task, update_flops, config.data.get("num_eval_frames", 100))
 
     params = init_population(cell, task, members, config.model.init)
-    tree = {"state": initial_train_state(tx, params), "best_params": params}
+    # Global arrays before the restore: orbax restores into their layout.
+    tree = place_members({"state": initial_train_state(tx, params), "best_params": params}, mesh)
     meta = {"members": [{**m._asdict(), "best": None, "solved_step": None,
                          "solved_seconds": None} for m in members], "seconds": 0.0}
     checkpoints = Checkpoints(workdir)
@@ -323,25 +377,35 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         tree, meta = restored
         tree["state"] = TrainState(*tree["state"])
     total_steps, start_step = num_train_steps(config, task), int(tree["state"].step)
-    print(banner(config, members, total_steps, start_step, workdir, jax.devices()))
+    primary = jax.process_index() == 0  # the one process that prints and writes plain files
+    if primary:
+        print(banner(config, members, total_steps, start_step, workdir, mesh))
     # Only now: a refused resume leaves the workdir as it was.
-    writer = MetricWriter(workdir, config.task, start_step)
+    writer = MetricWriter(workdir, config.task, start_step) if primary else NullWriter()
     try:  # closing waits for pending asynchronous saves: the last good checkpoint lands
         loop = _TrainLoop(config, task, members, checkpoints, writer, evaluate_split, meta,
-                          jax.device_put(tree["best_params"], replicated))
-        state = loop.run(jax.device_put(tree["state"], replicated), train_step_at, total_steps)
+                          tree["best_params"])
+        state = loop.run(tree["state"], train_step_at, total_steps)
     finally:
         checkpoints.close()
         writer.close()
     results = {"config": config.to_dict(), "steps": int(state.step), **loop.meta,
                "summary": summarize(loop.meta["members"])}
+    best = multihost_utils.process_allgather(loop.best_params, tiled=True)  # every process
+    if primary:
+        _write_results(workdir, config, task, cell, results,
+                       jax.tree.map(lambda leaf: leaf[0], best))
+    return results
+
+
+def _write_results(workdir: str, config: ml_collections.ConfigDict, task: TaskData, cell: Cell,
+                   results: dict, best: Params) -> None:
+    """``results.json``, the figures of member 0's ``best`` parameters, the summary."""
     path = os.path.join(workdir, "results.json")
     with open(path, "w") as f:
         json.dump(results, f, indent=2, default=str)
-    best = jax.tree.map(lambda leaf: leaf[0], loop.best_params)
-    paths = figures.write_all(workdir, config, task, cell, best, _best_title(meta, 0))
+    paths = figures.write_all(workdir, config, task, cell, best, _best_title(results, 0))
     print(summary(results, task.num_outputs == 1, [path, *paths]))
-    return results
 
 
 def redraw_figures(config: ml_collections.ConfigDict, workdir: str, member: int = 0
@@ -410,7 +474,9 @@ class _TrainLoop:
         self.signal: int | None = None
 
     def run(self, state: TrainState, train_step, total_steps: int) -> TrainState:
-        previous = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+        # Several processes leave SIGTERM to JAX's preemption notifier (stop_requested).
+        signums = (signal.SIGINT,) if jax.process_count() > 1 else (signal.SIGINT, signal.SIGTERM)
+        previous = {s: signal.signal(s, self._on_signal) for s in signums}
         try:
             return self._run(state, train_step, total_steps)
         finally:
@@ -420,12 +486,23 @@ class _TrainLoop:
     def _on_signal(self, signum: int, frame) -> None:
         del frame
         self.signal = signum
+        if jax.process_count() > 1:
+            os.kill(os.getpid(), signal.SIGTERM)  # JAX's preemption notice, shared with all
+
+    def stop_requested(self, step: int) -> bool:
+        """Whether a signal ends training after ``step``. Several processes must all stop at one
+        step (or the others would wait forever in the next step): a signal to any of them stops
+        every one at the step that JAX's preemption sync agrees on."""
+        if jax.process_count() > 1:
+            return multihost_utils.reached_preemption_sync_point(step)
+        return self.signal is not None
 
     def _run(self, state: TrainState, train_step, total_steps: int) -> TrainState:
         config = self.config
         step = int(state.step)
         validate_every = eval_every(config, self.task)
-        console = Console(total_steps, step, config.task)
+        console = Console(total_steps, step, config.task, quiet=jax.process_index() > 0)
+        stopped = False
         unchecked = []  # (step, metrics still on the device): no host sync between logs
         out_of_time = self.out_of_time()
         if out_of_time and step < total_steps:
@@ -438,8 +515,9 @@ class _TrainLoop:
             unchecked.append((step, metrics))
             console.step_done(step, state)
             out_of_time = self.out_of_time()  # read once a step: the loop ends only via done
-            done = step == total_steps or out_of_time or self.signal is not None
-            validate = (step % validate_every == 0 or done) and self.signal is None
+            stopped = self.stop_requested(step)
+            done = step == total_steps or out_of_time or stopped
+            validate = (step % validate_every == 0 or done) and not stopped
             save = step % config.checkpoint_every == 0 or done
             if not (step % config.log_every == 0 or validate or save):
                 continue
@@ -462,9 +540,9 @@ class _TrainLoop:
                 break
         console.close()
         self.meta["seconds"] = time.time() - self.start_time
-        if self.signal is not None:
+        if stopped:
             self.checkpoints.latest.wait_until_finished()
-            raise Interrupted(step, self.signal)
+            raise Interrupted(step, self.signal or signal.SIGTERM)
         return state
 
     def check_finite(self, unchecked: list[tuple[int, dict]]) -> list[dict]:
@@ -482,9 +560,13 @@ class _TrainLoop:
 
     def out_of_time(self) -> bool:
         """True once training ran max_train_seconds: compiling, evaluating and checkpointing
-        count, data loading does not; a resumed run adds its sessions up to their last saves."""
+        count, data loading does not; a resumed run adds its sessions up to their last saves.
+        Several processes stop at one step: process 0's clock decides (a sync each step)."""
         limit = self.config.max_train_seconds
-        return limit > 0 and time.time() - self.start_time >= limit
+        spent = limit > 0 and time.time() - self.start_time >= limit
+        if limit > 0 and jax.process_count() > 1:
+            return bool(multihost_utils.broadcast_one_to_all(np.array(spent)))
+        return spent
 
     def validate(self, state: TrainState, step: int, console: Console) -> tuple[bool, bool]:
         """Evaluates on validation (and on test where a member improved). Returns whether every
@@ -545,10 +627,11 @@ class WorkdirError(OSError):
 
 
 def _check_workdir(workdir: str) -> None:
-    """Fails at start-up, not after an epoch, when the workdir cannot be written."""
+    """Fails at start-up, not after an epoch, when the workdir cannot be written. Each process
+    probes with its own file: every one writes its part of the checkpoints there."""
     try:
         os.makedirs(workdir, exist_ok=True)
-        probe = os.path.join(workdir, ".write_test")
+        probe = os.path.join(workdir, f".write_test.{jax.process_index()}")
         with open(probe, "wb") as f:
             f.write(b"\0" * 1024 * 1024)  # room for at least a small checkpoint
         os.remove(probe)

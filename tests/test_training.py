@@ -282,3 +282,20 @@ def test_cosine_schedule_warms_up_then_decays_to_zero():
     np.testing.assert_allclose(trainer.learning_rate_schedule(config, 110)(110), 5e-4)
     config.lr_schedule = "constant"
     assert trainer.learning_rate_schedule(config, 110) == 1e-3
+
+
+@pytest.mark.parametrize("name", ["adding", "frequency", "mnist_fast", "imdb", "ucf101",
+                                  "charades"])
+def test_show_config_lists_every_key_with_its_comment(name):
+    from skip_rnn import configuration
+
+    module = importlib.import_module(f"configs.{name}")
+    config = module.get_config()
+    lines = configuration.describe(config, module).splitlines()
+    assert len(lines) == len(configuration._flatten(config.to_dict()))
+    undocumented = [line for line in lines if "#" not in line]
+    assert not undocumented, undocumented
+    assert "  batch_size = 256    # training sequences per step (per member), split over devices" \
+        in lines
+    if name == "mnist_fast":  # the config file's own comment before the one it builds on
+        assert "  learning_rate = 0.001    # the peak" in lines
