@@ -20,7 +20,7 @@ import jax
 import numpy as np
 
 from configs import adding
-from skip_rnn import data, models, trainer
+from skip_rnn import data, models, sharding, trainer
 
 
 def timed_steps(config, num_members: int, steps: int):
@@ -29,11 +29,11 @@ def timed_steps(config, num_members: int, steps: int):
     task = data.load(config)
     cell = models.make_cell(config.model)
     members = trainer.population(config)
-    mesh = trainer.make_mesh(config, jax.devices()[:1])
+    mesh = sharding.make_mesh(config, jax.devices()[:1])
     tx, train_step, _ = trainer.make_steps(cell, config, task, members, mesh)
     params = trainer.init_population(cell, task, members)
     state = trainer.initial_train_state(tx, params)
-    batch = jax.device_put(trainer.stack_members([task.train_batch(m.seed, 0) for m in members]))
+    batch = jax.device_put(sharding.stack_members([task.train_batch(m.seed, 0) for m in members]))
 
     def run(state):
         for _ in range(steps):

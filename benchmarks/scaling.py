@@ -2,7 +2,7 @@
 
 The step is the trainer's own (:func:`skip_rnn.trainer.make_steps`, the adding task at the
 paper's sizes: Skip LSTM, H=110, T=50, batch 256 per member), each step with its batch built
-on the host and placed on the mesh as the trainer does (:func:`skip_rnn.trainer.train_batch`).
+on the host and placed on the mesh as the trainer does (:func:`skip_rnn.sharding.train_batch`).
 Device counts use the first N of ``jax.devices()``; on a CPU the process makes
 ``max(--devices)`` host devices (``jax_num_cpu_devices``), which share the machine's cores:
 more devices than cores cannot go faster. Every count is compiled and warmed up, then the
@@ -24,26 +24,26 @@ import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec
 
 from configs import adding
-from skip_rnn import configuration, data, models, trainer
+from skip_rnn import configuration, data, models, sharding, trainer
 
 
 def timed_steps(config, devices: list, steps: int):
     """A function running ``steps`` training steps on ``devices`` from a given step, and the
     state after a first (compiling) call."""
     configuration.check_config(config, len(devices))
-    mesh = trainer.make_mesh(config, devices)
+    mesh = sharding.make_mesh(config, devices)
     task, cell = data.load(config), models.make_cell(config.model)
     members = trainer.population(config)
     tx, train_step, _ = trainer.make_steps(cell, config, task, members, mesh)
     params = trainer.init_population(cell, task, members)
-    state = trainer.place_members(trainer.initial_train_state(tx, params), mesh)
-    sharding = NamedSharding(mesh, PartitionSpec("member", "batch"))
+    state = sharding.place_members(trainer.initial_train_state(tx, params), mesh)
+    layout = NamedSharding(mesh, PartitionSpec("member", "batch"))
     seeds = [m.seed for m in members]
 
     def run(state, start: int):
         for step in range(start, start + steps):
-            state, metrics = train_step(state, trainer.train_batch(
-                task, seeds, step, config.batch_size, sharding))
+            state, metrics = train_step(state, sharding.train_batch(
+                task, seeds, step, config.batch_size, layout))
         return jax.block_until_ready((state, metrics))[0]
 
     return run, run(state, 0)
