@@ -16,11 +16,11 @@
 # (to resume on the next machine: unpack OUTDIR/workdirs.tar.gz into the repository root).
 # MNIST=DIR: the four MNIST IDX files, for a machine without internet access.
 set -u
-OUT=${1:?usage: scripts/gpu_run.sh OUTDIR [bench gradient mnist table1 table2]}
+OUTDIR=${1:?usage: scripts/gpu_run.sh OUTDIR [bench gradient mnist table1 table2]}
 shift
 PARTS=${*:-bench gradient mnist}
 W=workdirs/gpu_run
-mkdir -p "$OUT" $W/logs
+mkdir -p "$OUTDIR" $W/logs
 export PYTHONUNBUFFERED=1 XLA_PYTHON_CLIENT_PREALLOCATE=false PYTHONPATH=".:${PYTHONPATH:-}"
 mnist_dir=()
 [ -n "${MNIST:-}" ] && mnist_dir=(--config.data.dir="$MNIST")
@@ -28,8 +28,8 @@ mnist_dir=()
 # A two-step run first: a broken install fails here in seconds, not minutes.
 python3 -m skip_rnn.reproduce --table=1 --workdir=$W/smoke --num_seeds=2 --models=skip_gru \
   --num_train_steps=2 --set=eval_every=2 --set=data.seq_length=10 --set=data.num_eval=8 \
-  --set=model.hidden_size=4 --set=batch_size=8 --set=eval_batch_size=8 > "$OUT/smoke.log" 2>&1 \
-  || { cat "$OUT/smoke.log"; exit 1; }
+  --set=model.hidden_size=4 --set=batch_size=8 --set=eval_batch_size=8 > "$OUTDIR/smoke.log" 2>&1 \
+  || { cat "$OUTDIR/smoke.log"; exit 1; }
 
 for part in $PARTS; do
   echo "== $part at ${SECONDS}s"
@@ -42,7 +42,7 @@ for part in $PARTS; do
       --repeats=5
     echo "## inference"; timeout 60 python3 benchmarks/inference.py --repeats=5
     echo "## population"; timeout 90 python3 -m benchmarks.population --lengths=50,784
-  } > "$OUT/benchmarks.md" 2>&1 ;;
+  } > "$OUTDIR/benchmarks.md" 2>&1 ;;
   gradient)
     for form in eq5 reference_code; do
       python3 train.py --config=configs/adding.py --workdir=$W/gradient/$form \
@@ -69,5 +69,5 @@ for part in $PARTS; do
   *) echo "unknown part $part"; exit 2 ;;
   esac
 done
-tar czf "$OUT/workdirs.tar.gz" --exclude=tensorboard $W
-ls -la "$OUT"
+tar czf "$OUTDIR/workdirs.tar.gz" --exclude=tensorboard $W
+ls -la "$OUTDIR"
