@@ -128,6 +128,34 @@ def curves(path: str, metrics_path: str, metric_name: str) -> str:
     return _save(fig, path)
 
 
+def compare_runs(path: str, runs: dict[str, str], metric_name: str) -> str:
+    """Validation metric and % updates against the training step of several runs (``runs``:
+    label -> ``metrics.jsonl``; each run's member 0), e.g. two learning-rate schedules."""
+    fig, (ax_metric, ax_updates) = plt.subplots(1, 2, figsize=(10, 3.5))
+    for label, metrics_path in runs.items():
+        with open(metrics_path) as f:
+            records = [r for r in map(json.loads, f)
+                       if r["split"] == "validation" and r.get("member", 0) == 0]
+        steps = [r["step"] for r in records]
+        ax_metric.plot(steps, [r["metric"] for r in records], marker="o", label=label)
+        ax_updates.plot(steps, [r["updates_percent"] for r in records], marker="o", label=label)
+    ax_metric.set(xlabel="training step", ylabel=f"validation {metric_name}")
+    ax_updates.set(xlabel="training step", ylabel="state updates (%)", ylim=(0, 105))
+    ax_metric.legend(fontsize=7)
+    return _save(fig, path)
+
+
+def main() -> None:
+    """``python -m skip_rnn.figures OUT.png METRIC LABEL=metrics.jsonl ...``: draws
+    :func:`compare_runs`."""
+    import sys
+
+    if len(sys.argv) < 4 or any("=" not in a for a in sys.argv[3:]):
+        sys.exit("usage: python -m skip_rnn.figures OUT.png METRIC LABEL=metrics.jsonl ...")
+    runs = dict(a.split("=", 1) for a in sys.argv[3:])
+    print(compare_runs(sys.argv[1], runs, sys.argv[2]))
+
+
 def tradeoff(path: str, rows: list[dict], metric_name: str, title: str) -> str:
     """Test metric against % of state updates, one error-barred point per (variant, model, λ).
 
@@ -151,3 +179,7 @@ def _save(fig, path: str) -> str:
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return path
+
+
+if __name__ == "__main__":
+    main()

@@ -299,3 +299,17 @@ def test_show_config_lists_every_key_with_its_comment(name):
         in lines
     if name == "mnist_fast":  # the config file's own comment before the one it builds on
         assert "  learning_rate = 0.001    # the peak" in lines
+
+
+def test_compare_runs_draws_several_metrics_files(tmp_path):
+    from skip_rnn import figures
+
+    runs = {}
+    for name, accuracy in (("paper", 0.2), ("fast", 0.4)):
+        path = tmp_path / f"{name}.jsonl"
+        rows = [{"step": s, "split": "validation", "member": 0, "metric": accuracy * s / 2,
+                 "updates_percent": 50.0} for s in (1, 2)]
+        path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+        runs[name] = str(path)
+    out = figures.compare_runs(str(tmp_path / "compare.png"), runs, "accuracy")
+    assert os.path.getsize(out) > 0
