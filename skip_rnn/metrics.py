@@ -96,8 +96,9 @@ class Console:
 
 
 def banner(config, members: list, total_steps: int, start_step: int, workdir: str,
-           mesh: jax.sharding.Mesh) -> str:
-    """What is about to run, in a few lines; ``mesh``: the devices, ``("member", "batch")``."""
+           mesh: jax.sharding.Mesh, seconds_trained: float = 0.0) -> str:
+    """What is about to run, in a few lines; ``mesh``: the devices, ``("member", "batch")``;
+    ``seconds_trained``: by the earlier runs of a resumed one."""
     model = config.model
     cell = model.cell + (f" (p_skip = {model.p_skip:g})" if model.p_skip else "")
     layers = f"{model.num_layers} x {model.hidden_size}" if model.num_layers > 1 \
@@ -118,8 +119,9 @@ def banner(config, members: list, total_steps: int, start_step: int, workdir: st
         f"Workdir {workdir}",
     ]
     if config.max_train_seconds:
-        lines.append(f"Stops after {_duration(config.max_train_seconds)} of training "
-                     "(config.max_train_seconds).")
+        left = max(config.max_train_seconds - seconds_trained, 0.0)
+        lines.append(f"Stops after {_duration(config.max_train_seconds)} of training in all "
+                     f"(config.max_train_seconds): {_duration(left)} left.")
     return "\n".join(lines)
 
 

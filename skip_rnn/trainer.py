@@ -331,7 +331,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     total_steps, start_step = num_train_steps(config, task), int(tree["state"].step)
     primary = jax.process_index() == 0  # the one process that prints and writes plain files
     if primary:
-        print(banner(config, members, total_steps, start_step, workdir, mesh))
+        print(banner(config, members, total_steps, start_step, workdir, mesh, meta["seconds"]))
     # Only now: a refused resume leaves the workdir as it was.
     writer = MetricWriter(workdir, config.task, start_step) if primary else NullWriter()
     try:  # closing waits for pending asynchronous saves: the last good checkpoint lands

@@ -119,7 +119,9 @@ def test_time_limit_stops_training_then_evaluates_and_saves(tmp_path, monkeypatc
     monkeypatch.undo()
     config.max_train_seconds = 1e-3  # already spent by the first session: nothing more
     assert trainer.train_and_evaluate(config, str(tmp_path))["steps"] == 3
-    assert "max_train_seconds=0.001 is spent" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "max_train_seconds=0.001 is spent" in out
+    assert "Stops after 0 s of training in all (config.max_train_seconds): 0 s left." in out
 
 
 _FOUR_DEVICES = """
