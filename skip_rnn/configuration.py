@@ -35,12 +35,17 @@ def resolve(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     config = config.copy_and_resolve_references()
     if config.reference_code:
         for key, value in REFERENCE_CODE.items():
-            *parents, last = key.split(".")
-            node = config
-            for part in parents:
-                node = node[part]
-            node[last] = value
+            assign(config, key, value)
     return config
+
+
+def assign(config: ml_collections.ConfigDict, key: str, value) -> None:
+    """``config.<key> = value`` for a dotted ``key``, cast to the field's type."""
+    *parents, last = key.split(".")
+    node = config
+    for part in parents:
+        node = node[part]
+    node[last] = type(node[last])(value)
 
 
 def num_members(config: ml_collections.ConfigDict) -> int:

@@ -24,7 +24,7 @@ from typing import Any, NamedTuple
 
 import ml_collections
 
-from skip_rnn import figures, trainer
+from skip_rnn import configuration, figures, trainer
 
 
 class Row(NamedTuple):
@@ -173,7 +173,7 @@ def row_config(table: int, variant: str, row: Row, args: argparse.Namespace
     for key, value in spec.variants[variant].items():
         config.data[key] = value
     for key, value in spec.overrides.items():
-        _assign(config, key, value)
+        configuration.assign(config, key, value)
     if args.num_train_steps:
         config.num_train_steps = args.num_train_steps
     if args.learning_rate:
@@ -182,17 +182,8 @@ def row_config(table: int, variant: str, row: Row, args: argparse.Namespace
         config.data.dir = args.data_dir
     for assignment in args.set:
         key, value = assignment.split("=", 1)
-        _assign(config, key, json.loads(value))
+        configuration.assign(config, key, json.loads(value))
     return config
-
-
-def _assign(config: ml_collections.ConfigDict, key: str, value: Any) -> None:
-    """``config.<key> = value`` for a dotted ``key``, cast to the field's type."""
-    *parents, last = key.split(".")
-    node = config
-    for p in parents:
-        node = node[p]
-    node[last] = type(node[last])(value)
 
 
 def format_rows(table: int, results: list[dict]) -> str:
