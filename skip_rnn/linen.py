@@ -10,7 +10,8 @@
 
 Every module calls the pure ``step`` of :func:`skip_rnn.skip`; no equation is implemented
 twice. ``nn.RNN(SkipLSTMCell(110))(xs)`` returns the :class:`skip_rnn.Output` of every step
-(leaves ``[B, T, ...]``).
+(leaves ``[B, T, ...]``); with ``seq_lengths``, mask it with :func:`skip_rnn.mask_padding`
+(see :class:`Skip`).
 
 Example:
   >>> import jax, jax.numpy as jnp, flax.linen as nn
@@ -208,8 +209,14 @@ class Skip(nn.RNNCellBase):
     ``nn.RNN(cell)``, one level down: ``{"cell": <the cell's>, "w_p": [D], "b_p": []}``; a
     trained plain model's parameters drop in. The carry is a :class:`skip_rnn.SkipState`
     around the cell's; the gate reads :func:`default_gate_input` of it; each step emits a
-    :class:`skip_rnn.Output`. ``nn.RNN(..., seq_lengths=)`` still runs (and gates) the
-    padding steps: mask ``out.u`` before a budget loss, as :func:`skip_rnn.unroll` does.
+    :class:`skip_rnn.Output`.
+
+    Padding: ``nn.RNN(..., seq_lengths=lengths, return_carry=True)`` returns the carry of each
+    sequence's last valid step, :func:`skip_rnn.unroll`'s ``final_state`` (for ``lengths >=
+    1``: Flax gives an empty sequence the carry after the padding), and the outputs of valid
+    steps are ``unroll``'s. The padded steps still run and gate: ``mask_padding(out,
+    lengths)`` (:func:`skip_rnn.mask_padding`) zeroes their ``u``, ``ũ``, ``Δũ``, so that
+    the budget losses count valid steps only, with ``unroll``'s value and gradient.
 
     Attributes:
       cell: any ``nn.RNNCellBase`` (``ConvLSTMCell`` included: inputs ``[B, T, h, w, F]``).

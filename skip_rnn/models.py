@@ -85,8 +85,8 @@ def reference_code_init(key: PRNGKey, params: Params) -> Params:
 
 
 def apply(cell: Cell, params: Params, inputs: Array, lengths: Array | None = None, *,
-          dropout: float = 0.0, key: PRNGKey | None = None, per_step: bool = False
-          ) -> tuple[Array, Output]:
+          dropout: float = 0.0, key: PRNGKey | None = None, per_step: bool = False,
+          scan_unroll: int = 1) -> tuple[Array, Output]:
     """Predictions ``[B, num_outputs]`` from the last state (``per_step``: ``[B, T,
     num_outputs]`` from every step's output, the copied state's on skipped steps), and the
     RNN's per-step outputs.
@@ -97,10 +97,13 @@ def apply(cell: Cell, params: Params, inputs: Array, lengths: Array | None = Non
       dropout: rate on the state the readout reads (training only; needs ``key``).
       key: randomness for dropout and random update gates.
       per_step: one prediction per step (tagging, e.g. Charades) instead of per sequence.
+      scan_unroll: time steps per iteration of the scan (:func:`skip_rnn.unroll`'s
+        ``unroll``): speed only, the same numbers up to float rounding.
     """
     xs = params["embedding"][inputs] if "embedding" in params else inputs
     k_rnn, k_drop = (None, None) if key is None else jax.random.split(key)
-    final_state, out = unroll(cell, params["rnn"], xs, lengths, key=k_rnn)
+    final_state, out = unroll(cell, params["rnn"], xs, lengths, key=k_rnn,
+                               unroll=scan_unroll)
     h = out.h if per_step else cell.output(final_state)
     if dropout > 0.0 and k_drop is not None:
         keep = jax.random.bernoulli(k_drop, 1.0 - dropout, h.shape)

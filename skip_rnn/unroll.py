@@ -16,6 +16,8 @@ def unroll(
     lengths: Array | None = None,
     key: PRNGKey | None = None,
     initial_state: State | None = None,
+    *,
+    unroll: int | bool = 1,
 ) -> tuple[State, Output]:
     """Runs ``cell`` over ``xs`` and returns ``(final_state, out)``.
 
@@ -35,6 +37,9 @@ def unroll(
         one key per step.
       initial_state: optional state to start from (default ``cell.initial_state``), e.g. to
         continue a sequence chunk by chunk.
+      unroll: steps per iteration of the ``lax.scan`` loop (``True``: all), passed to it; a
+        speed setting only, for any ``T`` (a multiple of it or not): the same gates, and
+        outputs and gradients equal to ``unroll=1``'s up to float rounding.
 
     Returns:
       ``final_state`` (leaves ``[B, ...]``) and an :class:`Output` with ``h`` ``[B, T, H]`` and
@@ -57,11 +62,37 @@ def unroll(
         if valid_t is None:
             return new_state, out
         state = jax.tree.map(lambda new, old: where_rows(valid_t, new, old), new_state, state)
-        masked = [jnp.where(valid_t, v, 0) for v in (out.u, out.u_tilde, out.delta_u)]
-        return state, Output(cell.output(state), *masked)
+        return state, out._replace(h=cell.output(state))
 
-    final_state, out = jax.lax.scan(body, state, (jnp.swapaxes(xs, 0, 1), valid, keys))
-    return final_state, jax.tree.map(lambda v: jnp.swapaxes(v, 0, 1), out)
+    final_state, out = jax.lax.scan(body, state, (jnp.swapaxes(xs, 0, 1), valid, keys),
+                                    unroll=unroll)
+    out = jax.tree.map(lambda v: jnp.swapaxes(v, 0, 1), out)
+    return final_state, out if lengths is None else mask_padding(out, lengths)
+
+
+def mask_padding(out: Output, lengths: Array) -> Output:
+    """``out`` with ``u``, ``ũ`` and ``Δũ`` set to 0 on padded steps ``t >= lengths[b]``.
+
+    :func:`unroll` with ``lengths`` applies it to what it returns. Flax's ``nn.RNN`` and
+    ``nnx.RNN`` with ``seq_lengths`` run the cell over the padding too, and
+    :class:`skip_rnn.linen.Skip`, :class:`skip_rnn.nnx.Skip` gate those steps: masking their
+    output makes the budget losses count valid steps only, with :func:`unroll`'s value and
+    gradient. ``h`` is left as it is.
+
+    Args:
+      out: per-step outputs, ``h`` ``[B, T, ...]`` and ``u``, ``u_tilde``, ``delta_u``
+        ``[B, T]``.
+      lengths: int ``[B]``, valid steps per sequence, in ``[0, T]`` (checked as in
+        :func:`unroll`).
+
+    Returns:
+      ``out`` with ``u``, ``u_tilde``, ``delta_u`` zero at padded steps.
+    """
+    batch_size, num_steps = out.u.shape
+    lengths = checked_lengths("mask_padding", lengths, batch_size, num_steps)
+    valid = jnp.arange(num_steps) < lengths[:, None]
+    return out._replace(u=jnp.where(valid, out.u, 0), u_tilde=jnp.where(valid, out.u_tilde, 0),
+                        delta_u=jnp.where(valid, out.delta_u, 0))
 
 
 def checked_lengths(caller: str, lengths: Array, batch_size: int, num_steps: int) -> Array:

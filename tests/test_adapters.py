@@ -13,7 +13,8 @@ from flax import nnx
 
 import skip_rnn as sr
 import skip_rnn.nnx
-from skip_rnn.linen import Skip
+from skip_rnn.linen import Skip, SkipLSTMCell
+from skip_rnn.unroll import mask_padding
 
 B, T, F, H = 4, 20, 3, 16
 XS = jax.random.normal(jax.random.key(1), (B, T, F))
@@ -236,6 +237,82 @@ def test_skip_from_linen_is_linen_skip_and_learns_s0():
     _same_trees({**pure_grads, "cell": pure_grads["cell"]["params"]}, grads)
     for g in s0_grads:
         assert np.all(np.isfinite(g)) and np.any(g != 0)
+
+
+LENGTHS = jnp.array([T, 13, 5, 1])  # >= 1: Flax gives length 0 the carry after the padding
+VALID = np.arange(T) < np.asarray(LENGTHS)[:, None]
+
+
+def _loss_with_lengths(cell, run, mask):
+    """``run(model) -> (final_state, out)`` as ``model -> (loss, (final_state, out))``: a task
+    loss on ``cell.output(final_state)`` plus the budget loss (eq. 8) on ``out.u``, masked by
+    ``mask_padding`` if ``mask``."""
+
+    def loss(model):
+        state, out = run(model)
+        gates = mask_padding(out, LENGTHS) if mask else out
+        task = jnp.mean(jnp.square(cell.output(state) - 1.0))
+        return task + sr.budget_loss(gates.u, 1e-2), (state, out)
+
+    return loss
+
+
+def _assert_padding_as_unroll(got, want):
+    """``got``, from a wrapper in Flax's RNN with ``seq_lengths`` (its output unmasked), against
+    ``want``, from ``sr.unroll(lengths=)``, both ``((loss, (final_state, out)), grads)``: the
+    same final state, outputs on valid steps, gates once masked, loss and gradients."""
+    (loss, (state, out)), grads = got
+    (want_loss, (want_state, want_out)), want_grads = want
+    assert 0 < want_out.u.sum() < LENGTHS.sum() - B, "the model must both skip and update"
+    assert np.any(np.asarray(out.u)[~VALID]), "Flax's RNN gates the padded steps"
+    _same_trees(state, want_state)
+    np.testing.assert_allclose(np.asarray(out.h)[VALID], np.asarray(want_out.h)[VALID],
+                               rtol=1e-5, atol=1e-7)
+    _same_trees(mask_padding(out, LENGTHS)[1:], want_out[1:])  # u, ũ, Δũ; 0 on padded steps
+    np.testing.assert_allclose(loss, want_loss, rtol=1e-6)
+    _same_trees(grads, want_grads)
+
+
+@functools.cache
+def _unrolled_with_lengths(name):
+    """``sr.unroll(lengths=LENGTHS)`` of the skip cell that the Linen wrapper ``name`` runs:
+    ``(cell, params, ((loss, (final_state, out)), grads))``, the parameters and gradients in
+    the wrapper's layout (below ``nn.RNN``'s ``"cell"``)."""
+    if name == "SkipLSTMCell":  # the pure cell's parameters under "cell"
+        cell = sr.skip(sr.lstm(H))
+        shapes = jax.eval_shape(functools.partial(cell.init, input_size=F), jax.random.key(0))
+        params = {"cell": {**_random_like(shapes), **_gate(-0.5)}}
+
+        def pure(p):
+            return p["cell"]
+    else:  # Skip(nn.LSTMCell(H)): the Linen cell's parameters one level down
+        cell = sr.skip(sr.from_linen(nn.LSTMCell(H)))
+        params = {"cell": _plain(nn.LSTMCell)[1]["params"]["cell"], **_gate(-0.5)}
+
+        def pure(p):
+            return {**p, "cell": {"params": p["cell"]}}
+
+    loss = _loss_with_lengths(cell, lambda p: sr.unroll(cell, pure(p), XS, LENGTHS), False)
+    return cell, params, jax.jit(jax.value_and_grad(loss, has_aux=True))(params)
+
+
+@pytest.mark.parametrize("name", ["Skip(nn.LSTMCell)", "SkipLSTMCell"])
+def test_linen_skip_cells_with_seq_lengths_and_mask_padding_are_unroll_with_lengths(name):
+    cell, params, want = _unrolled_with_lengths(name)
+    rnn = nn.RNN(SkipLSTMCell(H) if name == "SkipLSTMCell" else Skip(nn.LSTMCell(H)),
+                 return_carry=True)
+    loss = _loss_with_lengths(
+        cell, lambda p: rnn.apply({"params": {"cell": p}}, XS, seq_lengths=LENGTHS), True)
+    _assert_padding_as_unroll(jax.jit(jax.value_and_grad(loss, has_aux=True))(params), want)
+
+
+def test_nnx_skip_with_seq_lengths_and_mask_padding_is_unroll_with_lengths():
+    cell, params, ((want_loss, want_aux), want_grads) = _unrolled_with_lengths("Skip(nn.LSTMCell)")
+    loss = _loss_with_lengths(cell, lambda rnn: rnn(XS, seq_lengths=LENGTHS), True)
+    rnn = nnx.RNN(_nnx_lstm_skip(params), return_carry=True)
+    (value, aux), grads = nnx.jit(nnx.value_and_grad(loss, has_aux=True))(rnn)
+    _assert_padding_as_unroll(((value, aux), nnx.to_pure_dict(grads)["cell"]),
+                              ((want_loss, want_aux), _nnx_layout(want_grads)))
 
 
 def test_wrappers_keep_the_hard_budget():
