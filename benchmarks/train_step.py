@@ -6,11 +6,15 @@ and warmed up, then the models are timed in alternation, ``--repeats`` rounds; m
 ``skip(from_linen(OptimizedLSTMCell))`` is Flax's cell through :func:`skip_rnn.from_linen`
 (learning ``s_0``, as ours does); the adapter should cost at most 1.05x ``skip(lstm)`` on the CPU.
 
+``--scan_unroll=1,2,4,8`` times instead our skip LSTM with ``sr.unroll(..., unroll=k)`` for each
+``k`` (default shapes: adding and sMNIST), each compared with the first ``k``.
+
 FLOPs per step (matrix products only; backward = 2x forward), summed over layers ``l`` with
 input size ``F_l`` (``F`` for the first layer, ``H`` above) and ``G`` gates (LSTM 4, GRU 3):
 ``3 · T · 2 · B · (F_l + H) · G·H``.
 
     python benchmarks/train_step.py [--shapes=adding,smnist,imdb,ucf101] [--repeats=5]
+    python benchmarks/train_step.py --scan_unroll=1,2,4,8 [--shapes=adding,smnist]
 """
 
 from __future__ import annotations
@@ -45,14 +49,15 @@ LAYERS = {
 }
 
 
-def ours(kind: str, hidden: int, layers: int, skip: bool):
-    """(init, loss) for our cell; ``layers > 1`` stacks, the gate reading the top layer."""
+def ours(kind: str, hidden: int, layers: int, skip: bool, unroll: int = 1):
+    """(init, loss) for our cell; ``layers > 1`` stacks, the gate reading the top layer;
+    ``unroll`` time steps per iteration of the scan."""
     factory = LAYERS[kind]
     cell = factory(hidden) if layers == 1 else sr.stack([factory(hidden) for _ in range(layers)])
     cell = sr.skip(cell) if skip else cell
 
     def loss(params, xs):
-        final_state, out = sr.unroll(cell, params, xs)
+        final_state, out = sr.unroll(cell, params, xs, unroll=unroll)
         task = jnp.mean(jnp.square(cell.output(final_state)))
         return task + (sr.budget_loss(out.u, 1e-4) if skip else 0.0)
 
@@ -101,20 +106,42 @@ def models(H: int, layers: int) -> dict:
     return rows
 
 
+def unroll_models(H: int, layers: int, unrolls: list[int]) -> dict:
+    """Our skip LSTM with each scan unroll in ``unrolls``."""
+    stack = "2-layer " if layers > 1 else ""
+    return {f"ours {stack}skip(lstm), unroll={k}": (ours("lstm", H, layers, True, k), "lstm")
+            for k in unrolls}
+
+
+def flax_baseline(name: str, names: list[str]) -> str | None:
+    """The Flax row that row ``name`` is compared with: same cell and depth (None: none)."""
+    kind = "GRUCell" if "gru" in name.lower() else "OptimizedLSTMCell"
+    reference = next(n for n in names if n.startswith("flax") and kind in n)
+    return reference if ("2-layer" in name) == ("2-layer" in reference) else None
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--shapes", default=",".join(SHAPES))
+    parser.add_argument("--shapes", default=None,
+                        help=f"default: {','.join(SHAPES)}; with --scan_unroll: adding,smnist")
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--scan_unroll", default="",
+                        help="e.g. 1,2,4,8: our skip LSTM at each unroll, vs the first")
     args = parser.parse_args()
+    unrolls = [int(k) for k in args.scan_unroll.split(",")] if args.scan_unroll else []
+    shapes = args.shapes or ("adding,smnist" if unrolls else ",".join(SHAPES))
     tx = optax.chain(optax.clip_by_global_norm(1.0), optax.adam(1e-4))
     print(f"# {platform.machine()}, {jax.devices()[0].device_kind}, jax {jax.__version__}")
-    print("| shape (B, T, F, H) | model | ms / step | vs Flax | compile s | temp MB | GFLOP/s |")
+    versus = f"unroll={unrolls[0]}" if unrolls else "Flax"
+    print(f"| shape (B, T, F, H) | model | ms / step | vs {versus} | compile s | temp MB "
+          "| GFLOP/s |")
     print("|---|---|---|---|---|---|---|")
-    for shape in args.shapes.split(","):
+    for shape in shapes.split(","):
         B, T, F, H, layers = SHAPES[shape]
         xs = jax.random.normal(jax.random.key(0), (B, T, F))
         compiled, stats = {}, {}
-        for name, ((init, loss), kind) in models(H, layers).items():
+        rows = unroll_models(H, layers, unrolls) if unrolls else models(H, layers)
+        for name, ((init, loss), kind) in rows.items():
             params = init(jax.random.key(1), xs)
             opt_state = tx.init(params)
             start = time.perf_counter()
@@ -135,10 +162,8 @@ def main() -> None:
                 stats[name]["times"].append(time.perf_counter() - start)
         medians = {name: float(np.median(s["times"])) for name, s in stats.items()}
         for name, s in stats.items():
-            kind = "GRUCell" if "gru" in name.lower() else "OptimizedLSTMCell"
-            reference = next(n for n in medians if n.startswith("flax") and kind in n)
-            same_depth = ("2-layer" in name) == ("2-layer" in reference)
-            ratio = f"{medians[name] / medians[reference]:.2f}" if same_depth else "n/a"
+            reference = list(medians)[0] if unrolls else flax_baseline(name, list(medians))
+            ratio = f"{medians[name] / medians[reference]:.2f}" if reference else "n/a"
             print(f"| {shape} ({B}, {T}, {F}, {H}{'x2' if layers > 1 else ''}) | {name} "
                   f"| {1e3 * medians[name]:.1f} | {ratio} | {s['compile']:.2f} "
                   f"| {s['temp']:.0f} | {s['flops'] / medians[name] / 1e9:.0f} |", flush=True)
