@@ -40,12 +40,40 @@ def resolve(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
 
 
 def assign(config: ml_collections.ConfigDict, key: str, value) -> None:
-    """``config.<key> = value`` for a dotted ``key``, cast to the field's type."""
+    """``config.<key> = value`` for a dotted ``key``, if ``value`` has the field's type.
+
+    The type rules of ``--config.<key>=value`` overrides (ml_collections' ``ConfigDict``), with
+    ``None`` kept out: an ``int`` widens to a ``float`` field, a list becomes a tuple field's
+    tuple and back; ``None`` goes only into a field that is ``None`` (the configs spell "none"
+    as ``""`` or ``0``), which takes any value. ``True`` is no ``int`` and ``1`` no ``bool``.
+
+    Raises:
+      ConfigError: ``key`` is not a key of ``config`` (a close one is suggested), or ``value``
+        has another type: ``config.<key>=<value> is invalid: must be <the field's type>.``
+    """
+    import difflib
+
     *parents, last = key.split(".")
     node = config
-    for part in parents:
-        node = node[part]
-    node[last] = type(node[last])(value)
+    for depth, part in enumerate([*parents, last]):
+        if not isinstance(node, ml_collections.ConfigDict) or part not in node:
+            known = list(node) if isinstance(node, ml_collections.ConfigDict) else []
+            close = [".".join([*parents[:depth], c]) for c in difflib.get_close_matches(
+                part, known, n=1)]
+            hint = f" Did you mean config.{close[0]}?" if close else ""
+            raise ConfigError(f"config.{key}: no such key.{hint}")
+        if depth < len(parents):
+            node = node[part]
+    old = node[last]
+    if isinstance(value, int) and not isinstance(value, bool) and type(old) is float:
+        value = float(value)
+    elif isinstance(value, (list, tuple)) and isinstance(old, (list, tuple)):
+        value = type(old)(value)
+    if old is not None and type(value) is not type(old):
+        name = type(old).__name__
+        raise ConfigError(f"config.{key}={value!r} is invalid: must be "
+                          f"{'an' if name[0] in 'aeiou' else 'a'} {name}.")
+    node[last] = value
 
 
 def num_members(config: ml_collections.ConfigDict) -> int:
