@@ -5,26 +5,34 @@
         [--models=lstm,skip_lstm] [--variants=Ts=1ms] [--collect]
 
 Each model of the table is one population run (all its λ x seeds in one jitted step, see
-:mod:`skip_rnn.trainer`) in ``<workdir>/<variant>/<model>``; rerunning resumes. The table is
-printed and written to ``<workdir>/table<N>.md`` and ``.json``, next to the paper's numbers,
-and drawn as test metric against state updates in ``<workdir>/table<N>.png``.
-Rows can also run as separate commands (``--models``, ``--variants``), which print their rows
-only; ``--collect`` then prints and writes the whole table from the rows' ``results.json``.
+:mod:`skip_rnn.trainer`) in ``<workdir>/<variant>/<model>`` (``<workdir>/<model>`` in tables
+without variants); rerunning resumes. The table is printed and written to
+``<workdir>/table<N>.md`` and ``.json``, next to the paper's numbers, and drawn as test metric
+against state updates in ``<workdir>/table<N>.png``. Every row's config is checked before the
+first row trains; errors in what was asked print one line and exit 2. Rows can also run as
+separate commands (``--models``, ``--variants``), which print their rows only; ``--collect``
+then prints and writes the whole table from the rows' ``results.json``.
 On one GPU run them one after another: processes side by side each run ≈10x slower.
 """
 
 from __future__ import annotations
 
 import argparse
+import ast
+import functools
 import importlib
 import json
 import os
 import sys
 from typing import Any, NamedTuple
 
+import jax
 import ml_collections
+from absl import flags
+from ml_collections.config_flags import tuple_parser
 
 from skip_rnn import configuration, figures, trainer
+from skip_rnn.data.sources import DataError
 
 
 class Row(NamedTuple):
@@ -181,9 +189,41 @@ def row_config(table: int, variant: str, row: Row, args: argparse.Namespace
     if args.data_dir:
         config.data.dir = args.data_dir
     for assignment in args.set:
-        key, value = assignment.split("=", 1)
-        configuration.assign(config, key, json.loads(value))
+        set_value(config, assignment)
     return config
+
+
+# How ``--config.<key>=value`` parses a value for a field of each type (ml_collections'
+# config_flags); a string is taken as it is, without quotes.
+PARSERS = {bool: flags.BooleanParser(), int: flags.IntegerParser(), float: flags.FloatParser(),
+           tuple: tuple_parser.TupleParser(), str: flags.ArgumentParser()}
+EXPECTED = {bool: "true or false", int: "an int", float: "a float",
+            tuple: "a tuple, e.g. '(0.0, 1e-4)'"}
+
+
+def set_value(config: ml_collections.ConfigDict, assignment: str) -> None:
+    """``--set=key=value``: ``value`` parsed as ``train.py --config.key=value`` parses it, by the
+    field's type (``--set=model.gradient=reference_code``, ``--set='costs_per_sample=(0, 1e-4)'``;
+    a field that is None takes a Python literal or else the string), then
+    :func:`configuration.assign`. Raises :class:`configuration.ConfigError`."""
+    key, equals, text = assignment.partition("=")
+    if not equals:
+        raise configuration.ConfigError(f"--set={assignment}: expected --set=KEY=VALUE, e.g. "
+                                        "--set=eval_every=1000.")
+    try:
+        old = functools.reduce(lambda node, part: node[part], key.split("."), config)
+    except (KeyError, TypeError):
+        old = None  # assign names the unknown key
+    parser = PARSERS.get(type(old))
+    try:
+        value = parser.parse(text) if parser else ast.literal_eval(
+            {"true": "True", "false": "False"}.get(text, text))
+    except (SyntaxError, ValueError) as e:
+        if parser:
+            raise configuration.ConfigError(
+                f"config.{key}={text!r} is invalid: must be {EXPECTED[type(old)]}.") from e
+        value = text
+    configuration.assign(config, key, value)
 
 
 def format_rows(table: int, results: list[dict]) -> str:
@@ -191,9 +231,11 @@ def format_rows(table: int, results: list[dict]) -> str:
     spec = TABLES[table]
     solvable = spec.task in ("adding", "frequency")
     scale = 100.0 if spec.metric == "mAP (%)" else 1.0
-    lines = [f"| variant | model | λ | {'solved' if solvable else spec.metric} | state updates "
-             "| inference FLOPs | paper | runs | steps | wall-clock |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+    variants = any(r["variant"] for r in results)  # the column of tables with variants
+    columns = ["variant"] * variants + ["model", "λ", "solved" if solvable else spec.metric,
+                                        "state updates", "inference FLOPs", "paper", "runs",
+                                        "steps", "wall-clock"]
+    lines = [f"| {' | '.join(columns)} |", "|---" * len(columns) + "|"]
     for r in results:
         for row in r["summary"]:
             lam = row["cost_per_sample"]
@@ -207,9 +249,10 @@ def format_rows(table: int, results: list[dict]) -> str:
             updates = f"{row[key]['mean']:.1f}{unit} ± {row[key]['std']:.1f}{unit}"
             flops = f"{row['inference_flops']['mean']:.2e}" if "inference_flops" in row else "-"
             paper = " / ".join(PAPER.get(table, {}).get((r["variant"], r["model"], lam), ("-",)))
-            lines.append(f"| {r['variant']} | {_label(r['model'])} | {lam:g} | {result} "
-                         f"| {updates} | {flops} | {paper} | {row['runs']} | {_steps(r, row)} "
-                         f"| {r['seconds'] / 60:.1f} min |")
+            cells = [r["variant"]] * variants + [
+                _label(r["model"]), f"{lam:g}", result, updates, flops, paper, str(row["runs"]),
+                _steps(r, row), f"{r['seconds'] / 60:.1f} min"]
+            lines.append(f"| {' | '.join(cells)} |")
     conventions = sorted({r["mask_padding"] for r in results if r.get("mask_padding") is not None})
     if conventions:  # a padded dataset: say how its updates were counted
         lines += ["", ("Rows differ. " if len(conventions) > 1 else "")
@@ -238,14 +281,25 @@ def _label(name: str) -> str:
     return f"{model} (p_skip = {p_skip})" if p_skip else model
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, with its errors in one line (exit 2), as train.py says them."""
+
+    def error(self, message: str):
+        self.exit(2, f"reproduce: {message}\n")
+
+
+# Errors in what was asked (a config value, data, a workdir): one line, exit 2.
+USER_ERRORS = (configuration.ConfigError, DataError, trainer.WorkdirError, FileNotFoundError)
+
+
 def main() -> None:
     tables = "\n".join(
         f"  {n}: {t.task}; rows {', '.join(r.name for r in t.rows)}"
         + (f"; variants {', '.join(_dirname(v) for v in t.variants)}" if len(t.variants) > 1
            else "") for n, t in TABLES.items())
-    parser = argparse.ArgumentParser(
-        description=__doc__.splitlines()[0], epilog=f"Tables:\n{tables}",
-        formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = _Parser(
+        prog="python -m skip_rnn.reproduce", description=__doc__.splitlines()[0],
+        epilog=f"Tables:\n{tables}", formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--table", type=int, choices=sorted(TABLES), required=True,
                         help="which table (listed below)")
     parser.add_argument("--workdir", required=True,
@@ -258,9 +312,10 @@ def main() -> None:
                         help="Adam's learning rate (default 0: the paper's 1e-4)")
     parser.add_argument("--data_dir", default="",
                         help="config.data.dir for real datasets (default: the config's)")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=JSON",
-                        help="any config value, repeatable, e.g. --set=eval_every=1000 "
-                        "--set='model.gradient=\"reference_code\"'")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="any config value, repeatable, written as train.py's "
+                        "--config.KEY=VALUE (strings without quotes), e.g. "
+                        "--set=eval_every=1000 --set=model.gradient=reference_code")
     parser.add_argument("--models", default="",
                         help="comma-separated subset of the table's rows (default: all)")
     parser.add_argument("--variants", default="",
@@ -279,28 +334,17 @@ def main() -> None:
         if chosen - set(known):
             parser.error(f"--{name}: unknown {sorted(chosen - set(known))}; "
                          f"table {args.table} has {known}")
-    results = []
-    for variant in variants:
-        for row in rows:
-            if row.name not in chosen_models or _dirname(variant) not in chosen_variants:
-                continue
-            workdir = os.path.join(args.workdir, _dirname(variant) or ".", row.name)
-            if args.collect:
-                path = os.path.join(workdir, "results.json")
-                if not os.path.isfile(path):
-                    print(f"-- no {path}: row left out")
-                    continue
-                with open(path) as f:
-                    result = json.load(f)
-            else:
-                print(f"== Table {args.table} {variant} {_label(row.name)} λ={row.costs} -> "
-                      f"{workdir}")
-                result = trainer.train_and_evaluate(
-                    row_config(args.table, variant, row, args), workdir)
-            results.append({"variant": variant, "model": row.name, "summary": result["summary"],
-                            "seconds": result["seconds"], "steps": result["steps"],
-                            "mask_padding": result["config"]["data"].get("mask_padding"),
-                            "stop_when_settled": result["config"].get("stop_when_settled")})
+    selected = [(variant, row, os.path.join(args.workdir, _dirname(variant), row.name))
+                for variant in variants for row in rows
+                if row.name in chosen_models and _dirname(variant) in chosen_variants]
+    try:
+        results = (collect_rows(selected) if args.collect
+                   else run_rows(args.table, selected, args))
+    except trainer.Interrupted as e:
+        print(f"\n{e}", file=sys.stderr)
+        sys.exit(e.exit_code)
+    except USER_ERRORS as e:
+        parser.error(str(e))
     if args.collect and not results:
         parser.error(f"--collect: no row of table {args.table} has a results.json under "
                      f"{args.workdir!r}")
@@ -309,7 +353,43 @@ def main() -> None:
     if args.collect or not (args.models or args.variants):
         write_table(args.table, task, results, markdown, args.workdir)
     else:  # rows run side by side would overwrite each other's files
-        print(f"Rows run separately: `--collect` writes {args.workdir}/table{args.table}.*")
+        print(f"Rows run separately: `--collect` writes "
+              f"{os.path.join(args.workdir, f'table{args.table}')}.*")
+
+
+def run_rows(table: int, selected: list[tuple[str, Row, str]], args: argparse.Namespace
+             ) -> list[dict]:
+    """Trains the ``(variant, row, workdir)`` rows one after another; every row's config is
+    checked before the first one trains."""
+    configs = [row_config(table, variant, row, args) for variant, row, _ in selected]
+    for config in configs:
+        configuration.check_config(configuration.resolve(config), jax.device_count())
+    results = []
+    for (variant, row, workdir), config in zip(selected, configs, strict=True):
+        name = " ".join(filter(None, (variant, _label(row.name))))
+        print(f"== Table {table} {name} λ={row.costs} -> {workdir}")
+        results.append(_row_result(variant, row, trainer.train_and_evaluate(config, workdir)))
+    return results
+
+
+def collect_rows(selected: list[tuple[str, Row, str]]) -> list[dict]:
+    """The rows' results from their ``results.json``; rows without one are named and left out."""
+    results = []
+    for variant, row, workdir in selected:
+        path = os.path.join(workdir, "results.json")
+        if not os.path.isfile(path):
+            print(f"-- no {path}: row left out")
+            continue
+        with open(path) as f:
+            results.append(_row_result(variant, row, json.load(f)))
+    return results
+
+
+def _row_result(variant: str, row: Row, result: dict) -> dict:
+    return {"variant": variant, "model": row.name, "summary": result["summary"],
+            "seconds": result["seconds"], "steps": result["steps"],
+            "mask_padding": result["config"]["data"].get("mask_padding"),
+            "stop_when_settled": result["config"].get("stop_when_settled")}
 
 
 def write_table(table: int, task: str, results: list[dict], markdown: str, workdir: str
