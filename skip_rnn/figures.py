@@ -5,7 +5,7 @@
 - ``used_pixels.png`` (MNIST; Fig. 4): digits with used pixels red and skipped ones blue.
 - ``updates.png`` (every task): the update gates ``u_t`` of held-out sequences as a raster.
 - ``curves.png`` (every task): validation metric and % of state updates over training, one
-  line per population member (from ``metrics.jsonl``).
+  line per population member (from ``metrics.jsonl``; a dot while it has one evaluation).
 
 :func:`tradeoff` draws a whole table (``python -m skip_rnn.reproduce``): test metric against
 state updates, mean ± std over seeds, one point per model and λ.
@@ -21,6 +21,7 @@ import matplotlib
 matplotlib.use("Agg")
 import jax  # noqa: E402
 import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.ticker  # noqa: E402
 import numpy as np  # noqa: E402
 
 from skip_rnn import models  # noqa: E402
@@ -107,6 +108,11 @@ def updates_raster(path: str, u: np.ndarray, title: str) -> str:
 
 def curves(path: str, metrics_path: str, metric_name: str) -> str:
     """Validation metric and % of updates against the training step, per member."""
+    return _save(curves_figure(metrics_path, metric_name), path)
+
+
+def curves_figure(metrics_path: str, metric_name: str):
+    """:func:`curves`'s figure; a member evaluated once is a marker."""
     runs: dict[tuple, list[dict]] = {}
     with open(metrics_path) as f:
         for line in f:
@@ -117,15 +123,28 @@ def curves(path: str, metrics_path: str, metric_name: str) -> str:
     fig, (ax_metric, ax_updates) = plt.subplots(1, 2, figsize=(10, 3.5))
     for (seed, cost), records in runs.items():
         steps = [r["step"] for r in records]
-        label = f"seed {seed}, λ={cost}"
-        ax_metric.plot(steps, [r["metric"] for r in records], label=label)
-        ax_updates.plot(steps, [r["updates_percent"] for r in records], label=label)
+        style = {"label": f"seed {seed}, λ={cost}", "marker": "o" if len(steps) == 1 else None}
+        ax_metric.plot(steps, [r["metric"] for r in records], **style)
+        ax_updates.plot(steps, [r["updates_percent"] for r in records], **style)
     if metric_name == "MSE":
-        ax_metric.set_yscale("log")
+        _log_decades(ax_metric, [r["metric"] for records in runs.values() for r in records])
     ax_metric.set(xlabel="training step", ylabel=f"validation {metric_name}")
     ax_updates.set(xlabel="training step", ylabel="state updates (%)", ylim=(0, 105))
+    for ax in (ax_metric, ax_updates):
+        ax.set_xlim(left=0)
+        ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
     ax_updates.legend(fontsize=7)
-    return _save(fig, path)
+    return fig
+
+
+def _log_decades(ax, values: list[float]) -> None:
+    """A log-scale y axis over whole decades around ``values``, none on an edge: a range
+    narrower than a decade would label its few ticks with one rounded number."""
+    ax.set_yscale("log")
+    positive = np.log10([v for v in values if v > 0])
+    if positive.size:
+        ax.set_ylim(10.0 ** np.floor(positive.min() - 0.05),
+                    10.0 ** (np.floor(positive.max() + 0.05) + 1))
 
 
 def compare_runs(path: str, runs: dict[str, str], metric_name: str) -> str:
@@ -167,7 +186,8 @@ def tradeoff(path: str, rows: list[dict], metric_name: str, title: str) -> str:
         ax.errorbar(x["mean"], y["mean"], xerr=x["std"], yerr=y["std"], fmt="o", capsize=3,
                     label=row["label"])
     if metric_name == "MSE":
-        ax.set_yscale("log")
+        _log_decades(ax, [row["metric"]["mean"] + sign * row["metric"]["std"] for row in rows
+                          for sign in (-1, 0, 1)])
     ax.set(xlabel="state updates (%, test)", ylabel=f"test {metric_name}", xlim=(0, 105),
            title=title)
     ax.legend(fontsize=7)
