@@ -195,3 +195,23 @@ def test_acl_imdb_offline_fails_fast_saying_where_to_put_the_archive(tmp_path):
     open(config.data.dir, "w").close()
     with pytest.raises(DataError, match="is a file.*source=csv"):
         imdb.load(config)
+
+
+def test_a_mirror_serving_other_bytes_is_not_called_damaged(file_server, tmp_path):
+    images = tmp_path / "train-images-idx3-ubyte.gz"  # a recompressed copy: other bytes
+    write_idx(images, np.zeros((2, 28, 28)))
+    file_server.files["/mnist/train-images-idx3-ubyte.gz"] = images.read_bytes()
+    config = _mnist_config(tmp_path / "cache", file_server.url + "/mnist/")
+    with pytest.raises(DataError) as error:
+        mnist.load(config)
+    message = str(error.value)
+    assert "its bytes differ from the expected file's (SHA-256)" in message
+    assert "damaged" not in message and mnist.CHECKSUMS[images.name] in message
+    assert "--config.data.dir to a folder holding them (copies from any mirror, recompressed" \
+        in message
+    assert len(file_server.requests) == 2 and tree(tmp_path / "cache") == []
+    file_server.damage = ["truncate"] * 2  # cut off the same way twice: damaged
+    size = images.stat().st_size
+    with pytest.raises(DataError, match=f"damaged download.*broke off after {size // 2} of "
+                       f"{size} bytes"):
+        mnist.load(config)

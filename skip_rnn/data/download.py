@@ -47,11 +47,14 @@ def _copy(url: str, file: BinaryIO, timeout: float, how_to: str) -> str:
         response = urllib.request.urlopen(url, timeout=timeout)
     except (OSError, http.client.HTTPException) as e:  # URLError, HTTPError, timeouts
         raise DataError(f"Cannot download {url} ({getattr(e, 'reason', e)}). {how_to}") from e
+    announced = response.headers.get("Content-Length")
     try:
         with response:
             shutil.copyfileobj(response, file, 1 << 20)
     except (OSError, http.client.HTTPException) as e:  # reset or timed out mid-transfer
         return f"; the transfer broke off ({e})"
+    if announced is not None and file.tell() != int(announced):  # the server hung up early
+        return f"; the transfer broke off after {file.tell()} of {announced} bytes"
     return ""
 
 
@@ -73,12 +76,15 @@ def fetch(url: str, sha256: str, destination: str, how_to: str = "",
       ``destination``.
 
     Raises:
-      DataError: at once when ``url`` cannot be reached (offline), else after two damaged
-        downloads, naming the expected and actual SHA-256; nothing is left behind.
+      DataError: at once when ``url`` cannot be reached (offline), else after two downloads
+        that do not match, naming the expected and actual SHA-256: "bytes differ" when both
+        arrived whole with the same other bytes (``url`` serves another file, e.g. a
+        recompressed copy), "damaged" otherwise; nothing is left behind.
     """
     how_to = how_to or f"Download it by hand and put it at {destination}."
     folder = os.path.dirname(os.path.abspath(destination))
     os.makedirs(folder, exist_ok=True)
+    whole = []  # SHA-256 of the downloads that arrived whole but did not match
     for _ in range(ATTEMPTS):
         fd, part = tempfile.mkstemp(prefix=f".{os.path.basename(destination)}.", suffix=".part",
                                     dir=folder)
@@ -90,9 +96,13 @@ def fetch(url: str, sha256: str, destination: str, how_to: str = "",
                 os.replace(part, destination)
                 return destination
             got = f"got {os.path.getsize(part)} bytes with sha256 {actual}{broken}"
+            whole += [] if broken else [actual]
         finally:
             with contextlib.suppress(FileNotFoundError):
                 os.remove(part)
+    if len(whole) == ATTEMPTS and len(set(whole)) == 1:  # the same bytes each time
+        raise DataError(f"{url}: its bytes differ from the expected file's (SHA-256), the same "
+                        f"twice, deleted: expected sha256 {sha256}, {got}. {how_to}")
     raise DataError(f"{url}: damaged download, deleted (tried {ATTEMPTS} times): expected sha256 "
                     f"{sha256}, {got}. {how_to}")
 

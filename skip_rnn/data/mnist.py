@@ -39,8 +39,9 @@ CHECKSUMS = {
 
 def how_to(d: ml_collections.ConfigDict) -> str:
     return (f"Put the four MNIST IDX files ({', '.join(CHECKSUMS)}; from {d.url}) in "
-            f"{d.dir!r}, or set --config.data.dir to a folder holding them, or use "
-            "--config.data.source=tfds.")
+            f"{d.dir!r}, or set --config.data.dir to a folder holding them (copies from any "
+            "mirror, recompressed or unzipped: files there are read as they are, without the "
+            "SHA-256 check), or use --config.data.source=tfds.")
 
 
 def _present(directory: str, name: str) -> str | None:
