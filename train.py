@@ -13,6 +13,7 @@ process, with ``--coordinator_address=HOST:PORT --num_processes=N --process_id=I
 """
 
 import os
+import re
 import sys
 
 import jax
@@ -23,13 +24,17 @@ from skip_rnn import configuration, trainer
 from skip_rnn.data.sources import DataError
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
+DEFAULT_CONFIG = os.path.join("configs", "adding.py")
 FLAGS = flags.FLAGS
+# No default here: ml_collections would load it, and apply the overrides, while this file is
+# imported; parse_flags adds --config=configs/adding.py when it is not given.
 config_flags.DEFINE_config_file(
-    "config", os.path.join(ROOT, "configs", "adding.py"),
+    "config", None,
     "Experiment configuration, a file of configs/ (adding, frequency, mnist, mnist_fast, imdb, "
-    "ucf101, charades); override any key, e.g. --config.model.cell=skip_gru "
-    "--config.cost_per_sample=1e-4 --config.num_seeds=4 --config.learning_rate=1e-3 "
-    "--config.max_train_seconds=120. --show_config lists them all.", lock_config=True)
+    "ucf101, charades; default: configs/adding.py); override any key, e.g. "
+    "--config.model.cell=skip_gru --config.cost_per_sample=1e-4 --config.num_seeds=4 "
+    "--config.learning_rate=1e-3 --config.max_train_seconds=120. --show_config lists them "
+    "all.", lock_config=True)
 flags.DEFINE_string("workdir", None, "Checkpoints, metrics and figures go here (default: "
                     "workdirs/<config name>, e.g. workdirs/mnist).")
 flags.DEFINE_bool("show_config", False, "Print every config key, its value and meaning; exit.")
@@ -52,6 +57,8 @@ USER_ERRORS = (configuration.ConfigError, DataError, trainer.WorkdirError, FileN
 def parse_flags(argv: list[str]) -> list[str]:
     """absl's parsing, with errors in the command line said in one line (exit 2). A relative
     ``--config`` path is also looked up from the repository, so any directory works."""
+    if not any(re.match(r"-{1,2}config(=|$)", arg) for arg in argv):
+        argv = [argv[0], f"--config={DEFAULT_CONFIG}", *argv[1:]]
     argv = [_config_path(arg) for arg in argv]
     try:
         rest = FLAGS(argv)
@@ -59,6 +66,10 @@ def parse_flags(argv: list[str]) -> list[str]:
     except flags.Error as e:
         _fail(str(e).replace("flag --config.", "--config."))
     except (AttributeError, KeyError) as e:  # an unknown config key
+        if "has no attribute 'get_config'" in _unwrap(e):
+            given = next(arg for arg in argv if re.match(r"-{1,2}config(=|$)", arg))
+            _fail(f"{given} is not a task config (it has no get_config()). The configs are "
+                  f"{', '.join(_task_configs())} in {os.path.join(ROOT, 'configs')}.")
         key, _, hint = _unwrap(e).partition(" Did you mean")
         hint = f" Did you mean{hint}" if hint else ""
         _fail(f"unknown config key {key}.{hint} (--show_config lists the keys)")
@@ -118,9 +129,15 @@ def _config_path(arg: str) -> str:
         return arg
     if os.path.exists(os.path.join(ROOT, path)):
         return f"--config={os.path.join(ROOT, path)}"
-    known = sorted(f for f in os.listdir(os.path.join(ROOT, "configs")) if f[0].isalpha())
-    _fail(f"--config={path}: no such file. The configs are {', '.join(known)} in "
+    _fail(f"--config={path}: no such file. The configs are {', '.join(_task_configs())} in "
           f"{os.path.join(ROOT, 'configs')}.")
+
+
+def _task_configs() -> list[str]:
+    """The files of configs/ that define a task's ``get_config`` (not configs/common.py)."""
+    folder = os.path.join(ROOT, "configs")
+    names = sorted(f for f in os.listdir(folder) if f.endswith(".py") and f[0].isalpha())
+    return [f for f in names if "def get_config(" in open(os.path.join(folder, f)).read()]
 
 
 def _config_module():
