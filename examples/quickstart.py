@@ -1,6 +1,6 @@
 """Quickstart: train a small Skip LSTM until it skips, then run it without reading what it skips.
 
-    python examples/quickstart.py [--out=quickstart.png] [--max_seconds=280]
+    python examples/quickstart.py [--out=workdirs/quickstart.png] [--max_seconds=280]
 
 The adding task (§4.1): sequences of 50 (value, marker) pairs, the target is the sum of the two
 marked values. A Skip LSTM of 32 units learns it with plain library calls (``sr.skip``,
@@ -20,6 +20,7 @@ about half of the inputs.
 from __future__ import annotations
 
 import argparse
+import os
 import time
 
 import jax
@@ -77,22 +78,30 @@ def count_unread(cell: sr.SkipCell, params: dict, xs: np.ndarray) -> list[int]:
     return unread
 
 
-def main(argv: list[str] | None = None) -> dict:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", default="quickstart.png", help="the used-samples figure")
+    parser.add_argument("--out", default=os.path.join("workdirs", "quickstart.png"),
+                        help="the used-samples figure; its folder is created")
     parser.add_argument("--max_seconds", type=float, default=280.0, help="training time limit")
-    parser.add_argument("--max_steps", type=int, default=20_000)
-    parser.add_argument("--hidden_size", type=int, default=32)
-    parser.add_argument("--seq_length", type=int, default=50)
-    parser.add_argument("--batch_size", type=int, default=128)
+    parser.add_argument("--max_steps", type=int, default=20_000, help="training step limit")
+    parser.add_argument("--hidden_size", type=int, default=32, help="LSTM units (paper: 110)")
+    parser.add_argument("--seq_length", type=int, default=50, help="steps per sequence")
+    parser.add_argument("--batch_size", type=int, default=128, help="paper: 256")
     parser.add_argument("--learning_rate", type=float, default=1e-3, help="paper: 1e-4")
     parser.add_argument("--cost_per_sample", type=float, default=3e-4,
                         help="λ of eq. 8 (paper: 1e-5)")
     parser.add_argument("--target_updates", type=float, default=0.6,
                         help="stop once solved with at most this fraction of updates")
-    parser.add_argument("--eval_every", type=int, default=100)
-    parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args(argv)
+    parser.add_argument("--eval_every", type=int, default=100,
+                        help="training steps between held-out evaluations")
+    parser.add_argument("--seed", type=int, default=0,
+                        help="initialisation and training data; seed + 1 and + 2: held-out and "
+                        "drawn sequences")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    args = parse_args(argv)
 
     cell = sr.skip(sr.lstm(args.hidden_size))
     params = jax.jit(lambda key: init_params(cell, key, args.hidden_size))(
@@ -126,6 +135,7 @@ def main(argv: list[str] | None = None) -> dict:
     xs = adding.sample(np.random.default_rng(args.seed + 2), 4, args.seq_length).inputs
     _, out = evaluate(params, xs)
     u = np.asarray(out.u)
+    os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
     figures.used_samples(args.out, xs[..., 0], u, markers=xs[..., 1], title="Skip LSTM")
     print(f"used samples (red used, blue skipped): {args.out}")
     unread = count_unread(cell, params, xs)

@@ -4,6 +4,8 @@
 >>> cell = sr.skip(sr.lstm(110))
 """
 
+from importlib.metadata import version as _version
+
 from skip_rnn.base import Cell, Output
 from skip_rnn.budget import (
     budget_loss,
@@ -19,6 +21,8 @@ from skip_rnn.linen import from_linen
 from skip_rnn.random_skip import random_skip
 from skip_rnn.skip import SkipCell, SkipState, skip, skips_after_update, straight_through
 from skip_rnn.unroll import unroll
+
+__version__ = _version("skip-rnn")  # the installed package's (pyproject.toml)
 
 __all__ = [
     "Cell",
