@@ -54,8 +54,9 @@ def base_config(task: str) -> ml_collections.ConfigDict:
     config.log_every = 100  # steps between training-metric rows in metrics.jsonl
     config.stop_when_solved = False  # synthetic tasks: stop at the paper's "solved" rule
     config.stop_when_settled = False  # stop once every member is solved and settled (below)
-    config.settle_evals = 5  # settled: % updates moved < settle_points over this many evals
-    config.settle_points = 2.0  # percentage points
+    config.settle_evals = 5  # settled: over this many evaluations, the gate and rate held still
+    config.settle_points = 2.0  # ... validation % updates moved < this many percentage points
+    config.settle_delta_u = 0.01  # ... and the gate's mean Δũ moved < this (skip cells)
     config.num_figure_examples = 4  # validation sequences drawn in the figures (0: none)
 
     config.data = ml_collections.ConfigDict()

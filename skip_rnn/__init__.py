@@ -20,7 +20,7 @@ from skip_rnn.inference import JumpInfo, JumpStream, jump_stream, jump_unroll
 from skip_rnn.linen import from_linen
 from skip_rnn.random_skip import random_skip
 from skip_rnn.skip import SkipCell, SkipState, skip, skips_after_update, straight_through
-from skip_rnn.unroll import unroll
+from skip_rnn.unroll import mask_padding, unroll
 
 __version__ = _version("skip-rnn")  # the installed package's (pyproject.toml)
 
@@ -41,6 +41,7 @@ __all__ = [
     "l1_budget_loss",
     "l2_budget_loss",
     "lstm",
+    "mask_padding",
     "random_skip",
     "rising_costs",
     "skip",

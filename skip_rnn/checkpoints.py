@@ -2,8 +2,9 @@
 
 ``latest/`` holds ``{"state": TrainState, "best_params": ...}`` and ``best/`` holds
 ``{"params": ...}``, each member's parameters at its best validation step; both carry the
-run's bookkeeping (``meta``, JSON). orbax writes atomically (a temporary directory renamed when
-complete), so a kill during a save leaves the previous checkpoint intact.
+run's record (:class:`skip_rnn.records.RunRecord`, JSON), its config included, so that a rerun
+with another config is refused rather than continued. orbax writes atomically (a temporary
+directory renamed when complete), so a kill during a save leaves the previous checkpoint intact.
 """
 
 from __future__ import annotations
@@ -12,9 +13,11 @@ import collections
 import os
 
 import jax
+import ml_collections
 import orbax.checkpoint as ocp
 
-from skip_rnn.configuration import ConfigError
+from skip_rnn.configuration import ConfigError, as_json, changes_on_resume
+from skip_rnn.records import RunRecord
 
 
 class Checkpoints:
@@ -27,12 +30,49 @@ class Checkpoints:
                            "meta": ocp.JsonCheckpointHandler()})
             for name in ("latest", "best"))
 
-    def save(self, manager: ocp.CheckpointManager, step: int, tree: dict, meta: dict) -> None:
+    def save(self, manager: ocp.CheckpointManager, step: int, tree: dict, record: RunRecord
+             ) -> None:
         if step in manager.all_steps():  # a resumed run replaying steps a kill cut short
             manager.wait_until_finished()
             manager.delete(step)
         manager.save(step, args=ocp.args.Composite(
-            tree=ocp.args.StandardSave(tree), meta=ocp.args.JsonSave(meta)), force=True)
+            tree=ocp.args.StandardSave(tree), meta=ocp.args.JsonSave(record.to_json())),
+            force=True)
+
+    def resume(self, config: ml_collections.ConfigDict, like: dict
+               ) -> tuple[dict, RunRecord] | None:
+        """The newest ``latest/`` checkpoint ``(tree, record)`` shaped like ``like`` (``{"state",
+        "best_params"}``), its record taking ``config``; ``None`` for a new run. Refuses
+        (:meth:`check`) a workdir made with another config or holding another model."""
+        self.check(config, like["best_params"])
+        restored = self.restore(self.latest, like)
+        if restored is not None:
+            restored[1].config = as_json(config)  # e.g. a longer num_train_steps
+        return restored
+
+    def check(self, config: ml_collections.ConfigDict, like_params) -> None:
+        """Refuses, before orbax reads any array, a workdir whose checkpoints were made with a
+        config that differs from ``config`` in more than the keys a resume may change
+        (:data:`skip_rnn.configuration.RESUMABLE`), or that hold another model."""
+        for manager in (self.latest, self.best):
+            saved = self.record(manager)
+            if saved is None:
+                continue
+            changes = changes_on_resume(saved.config, config)
+            if changes:
+                raise ConfigError(
+                    f"{os.path.dirname(manager.directory)} holds a run made with another config "
+                    f"({'; '.join(changes)}): use another --workdir, or this run's config to "
+                    "resume it.")
+        self.check_model(like_params)
+
+    def record(self, manager: ocp.CheckpointManager) -> RunRecord | None:
+        """The run record of ``manager``'s newest checkpoint (no array read), or ``None``."""
+        step = manager.latest_step()
+        if step is None:
+            return None
+        saved = manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))
+        return RunRecord.from_json(saved.meta, str(manager.directory))
 
     def check_model(self, like_params) -> None:
         """Refuses a workdir whose checkpoints (``latest/`` or ``best/``) hold another model:
@@ -53,8 +93,9 @@ class Checkpoints:
                     f"{sorted(expected - shapes)}. Use a new --workdir, or the config it was "
                     "made with.")
 
-    def restore(self, manager: ocp.CheckpointManager, like: dict) -> tuple[dict, dict] | None:
-        """The newest ``(tree, meta)`` of ``manager`` shaped like ``like``, or ``None``."""
+    def restore(self, manager: ocp.CheckpointManager, like: dict
+                ) -> tuple[dict, RunRecord] | None:
+        """The newest ``(tree, record)`` of ``manager`` shaped like ``like``, or ``None``."""
         step = manager.latest_step()
         if step is None:
             return None
@@ -67,7 +108,7 @@ class Checkpoints:
                 f"{manager.directory} holds a checkpoint of a different model (shapes or "
                 f"structure differ): {e}. Use a new --workdir, or the config it was made with."
             ) from e
-        return restored.tree, restored.meta
+        return restored.tree, RunRecord.from_json(restored.meta, str(manager.directory))
 
     def close(self) -> None:
         for manager in (self.latest, self.best):

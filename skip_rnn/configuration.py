@@ -7,6 +7,7 @@ file; :func:`describe` prints those comments (``train.py --show_config``).
 from __future__ import annotations
 
 import inspect
+import json
 import re
 import types
 
@@ -24,6 +25,16 @@ REFERENCE_CODE = {
     "model.init": "reference_code",  # src/rnn_cells/rnn_ops.py: Glorot [x; h], s0 ~ N(0, 1)
     "regression_loss": "half_mse",  # src/01_adding_task.py: tf.nn.l2_loss / batch size
 }
+# What a resumed run may change: how long it trains, how often it reports, when it stops,
+# where its data lives and how its arrays are laid out. Any other change would continue another
+# experiment from this one's checkpoint.
+RESUMABLE = (
+    "num_train_steps", "num_epochs", "max_train_seconds", "eval_every", "log_every",
+    "checkpoint_every", "stop_when_solved", "stop_when_settled", "settle_evals", "settle_points",
+    "settle_delta_u", "num_figure_examples", "member_sharding", "eval_batch_size",
+    "model.scan_unroll",
+    "data.dir", "data.cache_dir", "data.download", "data.url",
+)
 
 
 class ConfigError(ValueError):
@@ -76,6 +87,25 @@ def assign(config: ml_collections.ConfigDict, key: str, value) -> None:
     node[last] = value
 
 
+def as_json(config: ml_collections.ConfigDict) -> dict:
+    """``config`` as plain JSON values (tuples as lists): what a run saves with its checkpoints."""
+    return json.loads(json.dumps(config.to_dict()))
+
+
+def changes_on_resume(saved: dict, config: ml_collections.ConfigDict) -> list[str]:
+    """``key: old -> new`` for every key of ``config`` that differs from the ``saved`` config of
+    the run it would resume, but for :data:`RESUMABLE` keys. With a cosine schedule that ends at
+    the last step (``decay_steps=0``), the training length shapes the schedule: it counts too."""
+    old, new = dict(_flatten(saved)), dict(_flatten(as_json(config)))
+    allowed = set(RESUMABLE)
+    if config.lr_schedule == "cosine" and not config.decay_steps:
+        allowed -= {"num_train_steps", "num_epochs"}
+    missing = "(not set)"
+    return [f"{key}: {old.get(key, missing)!r} -> {new.get(key, missing)!r}"
+            for key in sorted(old.keys() | new.keys())
+            if key not in allowed and old.get(key, missing) != new.get(key, missing)]
+
+
 def num_members(config: ml_collections.ConfigDict) -> int:
     """The population's size: ``num_seeds`` x the λ of ``costs_per_sample`` (at least one)."""
     return config.num_seeds * max(len(config.costs_per_sample), 1)
@@ -119,6 +149,7 @@ def check_config(config: ml_collections.ConfigDict, num_devices: int) -> None:
         ("model.num_layers", config.model.num_layers > 0, "> 0"),
         ("model.max_updates", config.model.max_updates >= 0, ">= 0 (0: no hard budget)"),
         ("model.dropout", 0 <= config.model.dropout < 1, "in [0, 1)"),
+        ("model.scan_unroll", config.model.scan_unroll >= 1, ">= 1"),
         ("member_sharding", not config.member_sharding
          or (members > 0 and max(members, num_devices) % min(members, num_devices) == 0),
          f"False, or used with a population whose {members} members (num_seeds x "
@@ -138,10 +169,19 @@ def check_config(config: ml_collections.ConfigDict, num_devices: int) -> None:
         ("log_every", config.log_every > 0, "> 0"),
         ("settle_evals", config.settle_evals > 1, "> 1"),
         ("settle_points", config.settle_points > 0, "> 0"),
+        ("settle_delta_u", config.settle_delta_u > 0, "> 0"),
     ]
     for key in ("seq_length", "num_eval", "duration_ms", "sampling_period_ms", "vocab_size"):
         if key in config.data:
             checks.append((f"data.{key}", config.data[key] > 0, "> 0"))
+    if "split" in config.data and isinstance(config.data.split, tuple):  # held-out fractions
+        checks.append(("data.split", len(config.data.split) == 3
+                       and all(f > 0 for f in config.data.split)
+                       and abs(sum(config.data.split) - 1) < 1e-6,
+                       "three fractions > 0 (train, validation, test) summing to 1"))
+    if "validation_fraction" in config.data:
+        checks.append(("data.validation_fraction", 0 < config.data.validation_fraction < 1,
+                       "in (0, 1): a validation set that is neither empty nor everything"))
     if "encoder_flops_per_frame" in config.data:
         checks.append(("data.encoder_flops_per_frame", config.data.encoder_flops_per_frame >= 0,
                        ">= 0"))

@@ -17,7 +17,8 @@ class MetricWriter:
     """``metrics.jsonl`` (one JSON object per step, split and member) and TensorBoard events.
 
     A resumed run first drops the rows written after its checkpoint (a killed run logged
-    steps it is about to replay), so every (step, split, member) appears once.
+    steps it is about to replay), so every (step, split, member) appears once; in TensorBoard
+    it marks the events of those steps as purged (``purge_step``), which TensorBoard hides.
     """
 
     def __init__(self, workdir: str, task: str, resume_step: int):
@@ -32,7 +33,9 @@ class MetricWriter:
                 f.writelines(kept)
             os.replace(path + ".tmp", path)
         self.jsonl = open(path, "a")  # noqa: SIM115
-        self.tensorboard = SummaryWriter(os.path.join(workdir, "tensorboard"))
+        events = os.path.join(workdir, "tensorboard")
+        self.tensorboard = SummaryWriter(
+            events, purge_step=resume_step + 1 if os.path.isdir(events) else None)
 
     def write(self, step: int, split: str, members: list, metrics: list[dict[str, Any]]) -> None:
         """One line per member; TensorBoard tags ``[member<m>/]<split>/<name>``."""

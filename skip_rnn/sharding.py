@@ -55,10 +55,10 @@ def train_batch(task: TaskData, seeds: list[int], step: int, batch_size: int,
                 sharding: NamedSharding) -> Batch:
     """Step ``step``'s batch of every member (``seeds``: each member's data stream), leaves
     ``[M, B, ...]`` laid out by ``sharding``. This process builds the batches of its members
-    only and keeps its rows of them (batches are functions of seed and step)."""
+    only, and of them its rows only (batches are functions of seed and step; disk-backed
+    sets read only those examples)."""
     shape = (len(seeds), batch_size)
     members, rows = process_indices(sharding, shape)
-    batches = [task.train_batch(seeds[m], step) for m in members]
-    if len(rows) < batch_size:
-        batches = [b.take(rows) for b in batches]
+    rows = rows if len(rows) < batch_size else None
+    batches = [task.train_batch(seeds[m], step, rows) for m in members]
     return global_batch(stack_members(batches), sharding, shape)

@@ -37,12 +37,13 @@ import optax
 from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from skip_rnn import budget, data, figures, flops, localization, models
+from skip_rnn import budget, data, figures, flops, localization, models, records
 from skip_rnn.base import Array, Cell, Params
 from skip_rnn.checkpoints import Checkpoints
-from skip_rnn.configuration import ConfigError, check_config, resolve
+from skip_rnn.configuration import ConfigError, as_json, check_config, resolve
 from skip_rnn.data import Batch, TaskData
 from skip_rnn.metrics import Console, MetricWriter, NullWriter, banner, mean, one_line, summary
+from skip_rnn.records import Evaluation, MemberRecord, RunRecord
 from skip_rnn.sharding import global_batch, make_mesh, place_members, train_batch
 
 
@@ -157,7 +158,8 @@ def make_steps(cell: Cell, config: ml_collections.ConfigDict, task: TaskData,
     def loss_fn(params, batch: Batch, key, cost_per_sample):
         predictions, out = models.apply(cell, params, batch.inputs, batch.lengths,
                                         dropout=config.model.dropout, key=key,
-                                        per_step=task.per_step)
+                                        per_step=task.per_step,
+                                        scan_unroll=config.model.scan_unroll)
         per_example = per_example_metrics(predictions, batch.targets, regression,
                                           config.regression_loss, batch.lengths)
         task_loss = jnp.average(per_example["loss"], weights=per_example.get("weight"))
@@ -190,11 +192,13 @@ def make_steps(cell: Cell, config: ml_collections.ConfigDict, task: TaskData,
         key = jax.random.fold_in(jax.random.key(config.seed + 2), batch_index)
         predictions, out = models.apply(cell, params, batch.inputs, batch.lengths,
                                         key=key if models.stochastic(config.model) else None,
-                                        per_step=task.per_step)
+                                        per_step=task.per_step,
+                                        scan_unroll=config.model.scan_unroll)
         per_example = per_example_metrics(predictions, batch.targets, regression,
                                           config.regression_loss, batch.lengths)
         scores = {"scores": predictions} if task.per_step else {}  # scored on the host
-        return {**per_example, **scores, "updates": jnp.sum(out.u, axis=1)}
+        return {**per_example, **scores, "updates": jnp.sum(out.u, axis=1),
+                "delta_u": jnp.sum(out.delta_u, axis=1)}
 
     eval_step = jax.jit(jax.vmap(member_eval, in_axes=(0, None, None)),
                         out_shardings=replicated)
@@ -204,7 +208,8 @@ def make_steps(cell: Cell, config: ml_collections.ConfigDict, task: TaskData,
 def evaluate(eval_step, params: Params, eval_set, batch_size: int, shard, task: TaskData,
              flops_per_update: float = 0.0, num_eval_frames: int = 100
              ) -> list[dict[str, float]]:
-    """Per member: loss, task metric, state updates (mean, std, % of steps) and inference FLOPs
+    """Per member: loss, task metric, state updates (mean, std, % of steps), the update gate's
+    mean ``Δũ`` over valid steps (``delta_u_mean``: 1 for plain cells) and inference FLOPs
     (the mean over sequences of updates x ``flops_per_update``) on a held-out set. Per-step
     tasks score the localization mAP on ``num_eval_frames`` equally spaced frames a sequence
     (:func:`skip_rnn.localization.localization_map`)."""
@@ -235,12 +240,14 @@ def evaluate(eval_step, params: Params, eval_set, batch_size: int, shard, task: 
                 num_eval_frames)
         else:
             metric = float(np.mean(values["metric"][m]))
+        weights = values["weight"][m] if "weight" in values else None  # per-step: by frames
         metrics = {
-            "loss": float(np.mean(values["loss"][m])),
+            "loss": float(np.average(values["loss"][m], weights=weights)),
             "metric": float(metric),
             "updates_mean": float(np.mean(values["updates"][m])),
             "updates_std": float(np.std(values["updates"][m])),
             "updates_percent": 100.0 * float(np.sum(values["updates"][m])) / steps,
+            "delta_u_mean": float(np.sum(values["delta_u"][m])) / steps,
             "inference_flops": flops_per_update * float(np.mean(values["updates"][m])),
         }
         if task.solved is not None:
@@ -316,91 +323,102 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     params = init_population(cell, task, members, config.model.init)
     # Global arrays before the restore: orbax restores into their layout.
     tree = place_members({"state": initial_train_state(tx, params), "best_params": params}, mesh)
-    meta = {"members": [{**m._asdict(), "best": None, "solved_step": None,
-                         "solved_seconds": None} for m in members], "seconds": 0.0}
+    record = RunRecord(as_json(config), [MemberRecord(*m) for m in members])
     checkpoints = Checkpoints(workdir)
     try:
-        checkpoints.check_model(params)
-        restored = checkpoints.restore(checkpoints.latest, tree)
+        restored = checkpoints.resume(config, tree)
     except ConfigError:
         checkpoints.close()
         raise
     if restored is not None:
-        tree, meta = restored
+        tree, record = restored
         tree["state"] = TrainState(*tree["state"])
     total_steps, start_step = num_train_steps(config, task), int(tree["state"].step)
     primary = jax.process_index() == 0  # the one process that prints and writes plain files
     if primary:
-        print(banner(config, members, total_steps, start_step, workdir, mesh, meta["seconds"]))
+        print(banner(config, members, total_steps, start_step, workdir, mesh, record.seconds))
     # Only now: a refused resume leaves the workdir as it was.
     writer = MetricWriter(workdir, config.task, start_step) if primary else NullWriter()
     try:  # closing waits for pending asynchronous saves: the last good checkpoint lands
-        loop = _TrainLoop(config, task, members, checkpoints, writer, evaluate_split, meta,
+        loop = _TrainLoop(config, task, members, checkpoints, writer, evaluate_split, record,
                           tree["best_params"])
         state = loop.run(tree["state"], train_step_at, total_steps)
     finally:
         checkpoints.close()
         writer.close()
-    results = {"config": config.to_dict(), "steps": int(state.step), **loop.meta,
-               "summary": summarize(loop.meta["members"])}
+    results = {**loop.record.to_json(), "steps": int(state.step),
+               "summary": summarize(loop.record.members)}
     best = multihost_utils.process_allgather(loop.best_params, tiled=True)  # every process
     if primary:
-        _write_results(workdir, config, task, cell, results,
+        _write_results(workdir, config, task, cell, results, _best_title(loop.record, 0),
                        jax.tree.map(lambda leaf: leaf[0], best))
     return results
 
 
 def _write_results(workdir: str, config: ml_collections.ConfigDict, task: TaskData, cell: Cell,
-                   results: dict, best: Params) -> None:
+                   results: dict, title: str, best: Params) -> None:
     """``results.json``, the figures of member 0's ``best`` parameters, the summary."""
     path = os.path.join(workdir, "results.json")
     with open(path, "w") as f:
         json.dump(results, f, indent=2, default=str)
-    paths = figures.write_all(workdir, config, task, cell, best, _best_title(results, 0))
+    paths = figures.write_all(workdir, config, task, cell, best, title)
     print(summary(results, task.num_outputs == 1, [path, *paths]))
 
 
 def redraw_figures(config: ml_collections.ConfigDict, workdir: str, member: int = 0
                    ) -> list[str]:
     """Draws the figures of ``workdir``'s best checkpoint (of one population member), e.g. of
-    a run that was stopped before its end, and the training curves so far."""
+    a run that was stopped before its end, and the training curves so far; before the run's
+    first ``best/``, its ``latest/`` (said in the figures' titles)."""
     workdir = os.path.abspath(workdir)
     config = resolve(config)
     task = data.load(config)
     cell = models.make_cell(config.model)
-    like = init_population(cell, task, population(config), config.model.init)
+    members = population(config)
+    if not 0 <= member < len(members):
+        raise ConfigError(f"--member={member} is invalid: the run has members 0 .. "
+                          f"{len(members) - 1}.")
+    like = init_population(cell, task, members, config.model.init)
     checkpoints = Checkpoints(workdir)
     try:
-        checkpoints.check_model(like)
+        checkpoints.check(config, like)
         restored = checkpoints.restore(checkpoints.best, {"params": like})
+        if restored is None:
+            state = initial_train_state(make_optimizer(config, 1), like)
+            restored = checkpoints.restore(checkpoints.latest,
+                                           {"state": state, "best_params": like})
     finally:
         checkpoints.close()
     if restored is None:
-        raise FileNotFoundError(f"{workdir}/best holds no checkpoint to draw.")
-    tree, meta = restored
-    chosen = jax.tree.map(lambda leaf: leaf[member], tree["params"])
-    return figures.write_all(workdir, config, task, cell, chosen, _best_title(meta, member))
+        raise FileNotFoundError(f"{workdir} holds no checkpoint to draw (neither best/ nor "
+                                "latest/): train first.")
+    tree, record = restored
+    if "params" in tree:
+        params, title = tree["params"], _best_title(record, member)
+    else:
+        params = TrainState(*tree["state"]).params
+        title = f"latest checkpoint, step {int(TrainState(*tree['state']).step):,} (no best yet)"
+    chosen = jax.tree.map(lambda leaf: leaf[member], params)
+    return figures.write_all(workdir, config, task, cell, chosen, title)
 
 
-def _best_title(meta: dict, member: int) -> str:
-    best = meta["members"][member]["best"]
+def _best_title(record: RunRecord, member: int) -> str:
+    best = record.members[member].best
     return "initial parameters" if best is None else f"best checkpoint, step {best['step']:,}"
 
 
-def summarize(members: list[dict]) -> list[dict]:
+def summarize(members: list[MemberRecord]) -> list[dict]:
     """Mean ± std over seeds of each λ's best test metric and updates (the paper's form), and
-    how many of its members settled (``stop_when_settled``'s rule)."""
+    how many of its members settled (:func:`skip_rnn.records.settled`)."""
     rows = []
-    for cost in dict.fromkeys(m["cost_per_sample"] for m in members):
-        runs = [m for m in members if m["cost_per_sample"] == cost and m["best"] is not None]
+    for cost in dict.fromkeys(m.cost_per_sample for m in members):
+        runs = [m for m in members if m.cost_per_sample == cost and m.best is not None]
         if not runs:
             continue
-        group = [m["best"]["test"] for m in runs]
+        group = [m.best["test"] for m in runs]
         row = {"cost_per_sample": cost, "runs": len(group),
-               "settled": sum(m.get("settled_step") is not None for m in runs)}
+               "settled": sum(m.settled_step is not None for m in runs)}
         for key in ("metric", "updates_mean", "updates_percent", "inference_flops"):
-            if any(key not in g for g in group):  # a run resumed from an older version
-                continue
             values = np.array([g[key] for g in group])
             row[key] = {"mean": float(values.mean()), "std": float(values.std())}
         if "solved" in group[0]:
@@ -412,17 +430,20 @@ def summarize(members: list[dict]) -> list[dict]:
 class _TrainLoop:
     """The training loop's bookkeeping: logging, evaluation, best/latest checkpoints.
 
-    Every way the loop ends (the last step, ``max_train_seconds``, ``stop_when_solved``, a
-    signal) goes through one path: the step is checked, saved, and (but for a signal, which
-    should stop promptly) evaluated.
+    The loop keeps at most two steps on the device: it dispatches step ``n + 1``, then waits for
+    step ``n`` (checking its loss), so that the host prepares the next batch while the device
+    computes, and the progress bar, the time limit and a signal act within one step time.
+    Every way the loop ends (the last step, ``max_train_seconds``, ``stop_when_solved`` or
+    ``stop_when_settled``, a signal) goes through one path: the step is checked, saved, and (but
+    for a signal, which should stop promptly) evaluated.
     """
 
     def __init__(self, config, task: TaskData, members: list[Member], checkpoints: Checkpoints,
-                 writer: MetricWriter, evaluate_split, meta: dict, best_params: Params):
+                 writer: MetricWriter, evaluate_split, record: RunRecord, best_params: Params):
         self.config, self.task, self.members = config, task, members
         self.checkpoints, self.writer, self.evaluate_split = checkpoints, writer, evaluate_split
-        self.meta, self.best_params = meta, best_params
-        self.start_time = time.time() - meta["seconds"]
+        self.record, self.best_params = record, best_params
+        self.start_time = time.time() - record.seconds
         self.signal: int | None = None
 
     def run(self, state: TrainState, train_step, total_steps: int) -> TrainState:
@@ -455,16 +476,18 @@ class _TrainLoop:
         validate_every = eval_every(config, self.task)
         console = Console(total_steps, step, config.task, quiet=jax.process_index() > 0)
         stopped = False
-        unchecked = []  # (step, metrics still on the device): no host sync between logs
+        in_flight = None  # (step, metrics) of the step the device may still be computing
         out_of_time = self.out_of_time()
         if out_of_time and step < total_steps:
             console.write(f"config.max_train_seconds={config.max_train_seconds:g} is spent "
-                          f"({self.meta['seconds']:.0f} s trained): nothing to train. Raise "
+                          f"({self.record.seconds:.0f} s trained): nothing to train. Raise "
                           f"it to go on from step {step}.")
         while step < total_steps and not out_of_time:
             state, metrics = train_step(state, step)
             step += 1
-            unchecked.append((step, metrics))
+            if in_flight is not None:
+                self.check_finite(*in_flight)  # waits for the step before: two at most queued
+            in_flight = (step, metrics)
             console.step_done(step, state)
             out_of_time = self.out_of_time()  # read once a step: the loop ends only via done
             stopped = self.stop_requested(step)
@@ -473,8 +496,7 @@ class _TrainLoop:
             save = step % config.checkpoint_every == 0 or done
             if not (step % config.log_every == 0 or validate or save):
                 continue
-            metrics = self.check_finite(unchecked)
-            unchecked = []
+            metrics, in_flight = self.check_finite(*in_flight), None
             if step % config.log_every == 0:
                 self.writer.write(step, "train", self.members, metrics)
                 console.progress.set_postfix(loss=mean(metrics, "loss"),
@@ -485,29 +507,30 @@ class _TrainLoop:
                 done = (done or (config.stop_when_solved and all_solved)
                         or (config.stop_when_settled and all_settled))
             if save or done:  # done: also when stop_when_solved just ended the run
-                self.meta["seconds"] = time.time() - self.start_time
+                self.record.seconds = time.time() - self.start_time
                 self.checkpoints.save(self.checkpoints.latest, step, {
-                    "state": state, "best_params": self.best_params}, self.meta)
+                    "state": state, "best_params": self.best_params}, self.record)
             if done:
                 break
         console.close()
-        self.meta["seconds"] = time.time() - self.start_time
+        self.record.seconds = time.time() - self.start_time
         if stopped:
             self.checkpoints.latest.wait_until_finished()
             raise Interrupted(step, self.signal or signal.SIGTERM)
         return state
 
-    def check_finite(self, unchecked: list[tuple[int, dict]]) -> list[dict]:
-        """Raises at the first step with a non-finite loss or gradient norm, before anything
-        of it is logged or saved; returns the last step's metrics, one dict per member."""
-        for step, metrics in jax.device_get(unchecked):
-            for m, member in enumerate(self.members):
-                loss, grad_norm = metrics["loss"][m], metrics["grad_norm"][m]
-                if not (np.isfinite(loss) and np.isfinite(grad_norm)):
-                    raise FloatingPointError(
-                        f"Non-finite loss ({loss}) or gradient norm ({grad_norm}) at step "
-                        f"{step} (member {m}: {member}); stopping. The last good checkpoint "
-                        f"in {self.checkpoints.latest.directory} is kept.")
+    def check_finite(self, step: int, metrics: dict[str, Array]) -> list[dict[str, float]]:
+        """Waits for ``step``'s ``metrics`` (leaves ``[M]``) and raises if a loss or gradient
+        norm is not finite, before anything of the step is logged or saved; returns them, one
+        dict per member."""
+        metrics = jax.device_get(metrics)
+        for m, member in enumerate(self.members):
+            loss, grad_norm = metrics["loss"][m], metrics["grad_norm"][m]
+            if not (np.isfinite(loss) and np.isfinite(grad_norm)):
+                raise FloatingPointError(
+                    f"Non-finite loss ({loss}) or gradient norm ({grad_norm}) at step {step} "
+                    f"(member {m}: {member}); stopping. The last good checkpoint in "
+                    f"{self.checkpoints.latest.directory} is kept.")
         return [{k: float(v[m]) for k, v in metrics.items()} for m in range(len(self.members))]
 
     def out_of_time(self) -> bool:
@@ -522,47 +545,42 @@ class _TrainLoop:
 
     def validate(self, state: TrainState, step: int, console: Console) -> tuple[bool, bool]:
         """Evaluates on validation (and on test where a member improved). Returns whether every
-        member solved the task, and whether every member settled (:func:`settled`)."""
+        member solved the task, and whether every member settled
+        (:func:`skip_rnn.records.settled`)."""
         validation = self.evaluate_split(state.params, "validation")
         self.writer.write(step, "validation", self.members, validation)
         console.write(f"step {step}: validation {one_line(validation)}")
-        records = self.meta["members"]
-        improved = np.array([r["best"] is None or _rank(v, self.task) > _rank(
-            r["best"]["validation"], self.task) for r, v in zip(records, validation, strict=True)])
+        members = self.record.members
+        improved = np.array([m.best is None or _rank(v, self.task) > _rank(
+            m.best["validation"], self.task) for m, v in zip(members, validation, strict=True)])
         if improved.any():
             test = self.evaluate_split(state.params, "test")
             self.writer.write(step, "test", self.members, test)
             for m in np.flatnonzero(improved):
-                records[m]["best"] = {"step": step, "validation": validation[m], "test": test[m]}
+                members[m].best = {"step": step, "validation": validation[m], "test": test[m]}
             self.best_params = jax.tree.map(
                 lambda new, old: jnp.where(improved.reshape((-1,) + (1,) * (new.ndim - 1)),
                                            new, old), state.params, self.best_params)
             self.checkpoints.save(self.checkpoints.best, step, {"params": self.best_params},
-                                  self.meta)
-        for record, values in zip(records, validation, strict=True):
-            if values.get("solved") and record["solved_step"] is None:
-                record["solved_step"] = step
-                record["solved_seconds"] = time.time() - self.start_time
-                console.write(f"seed {record['seed']}, λ={record['cost_per_sample']:g}: solved "
-                              f"at step {step} after {record['solved_seconds']:.0f} s.")
-            history = record.setdefault("validation_updates", [])
-            history.append(values["updates_percent"])
-            if record.get("settled_step") is None and settled(history, values, self.config):
-                record["settled_step"] = step
-                console.write(f"seed {record['seed']}, λ={record['cost_per_sample']:g}: "
-                              f"settled at step {step} ({values['updates_percent']:.1f}% "
-                              "updates).")
+                                  self.record)
+        has_gate = self.config.model.cell.startswith("skip_")
+        for member, values in zip(members, validation, strict=True):
+            who = f"seed {member.seed}, λ={member.cost_per_sample:g}"
+            solved = values.get("solved", True)  # tasks without the paper's rule: always
+            if values.get("solved") and member.solved_step is None:
+                member.solved_step = step
+                member.solved_seconds = time.time() - self.start_time
+                console.write(f"{who}: solved at step {step} after "
+                              f"{member.solved_seconds:.0f} s.")
+            member.validations.append(
+                Evaluation(step, values["updates_percent"], values["delta_u_mean"]))
+            if member.settled_step is None and records.settled(member, solved, has_gate,
+                                                               self.config):
+                member.settled_step = step
+                console.write(f"{who}: settled at step {step} ({values['updates_percent']:.1f}%"
+                              f" updates, mean Δũ {values['delta_u_mean']:.3f}).")
         return (all(bool(v.get("solved")) for v in validation),
-                all(r.get("settled_step") is not None for r in records))
-
-
-def settled(history: list[float], validation: dict, config: ml_collections.ConfigDict) -> bool:
-    """Whether a member's update rate has settled: the task solved (where it has the paper's
-    rule) and its validation % updates moved less than ``config.settle_points`` over the last
-    ``config.settle_evals`` evaluations."""
-    recent = history[-config.settle_evals:]
-    return (validation.get("solved", True) and len(recent) == config.settle_evals
-            and max(recent) - min(recent) < config.settle_points)
+                all(m.settled_step is not None for m in members))
 
 
 def _rank(metrics: dict, task: TaskData) -> tuple:

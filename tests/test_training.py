@@ -8,7 +8,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 
 import jax
 import numpy as np
@@ -163,10 +162,8 @@ def test_missing_dataset_fails_fast_with_how_to(tmp_path):
         ("imdb", {"dir": str(tmp_path / "none.csv")}, "text,label"),
         ("ucf101", {"dir": str(tmp_path)}, "classInd.txt"),
     ]:
-        start = time.time()
         with pytest.raises(ValueError, match=match):
             trainer.train_and_evaluate(tiny_config(name, **data), str(tmp_path / "work"))
-        assert time.time() - start < 5
 
 
 def test_population_members_equal_runs_alone(tmp_path):
@@ -256,22 +253,6 @@ def test_best_prefers_solved_models_with_fewer_updates():
     mnist = trainer.data.TaskData(None, {}, 1, 10)
     assert trainer._rank({"metric": 0.9, "updates_mean": 700.0}, mnist) > trainer._rank(
         {"metric": 0.8, "updates_mean": 100.0}, mnist)
-
-
-def test_settled_rule_and_stop_when_settled(tmp_path, mnist_dir):
-    config = tiny_config("mnist", dir=mnist_dir)
-    config.settle_evals, config.settle_points = 3, 2.0
-    solved = {"solved": True}
-    assert trainer.settled([90.0, 52.0, 51.0, 52.9], solved, config)
-    assert not trainer.settled([52.0, 51.0, 53.5], solved, config)  # moved 2.5 points
-    assert not trainer.settled([51.0, 52.0], solved, config)  # too few evaluations
-    assert not trainer.settled([51.0, 51.0, 51.0], {"solved": False}, config)
-    assert trainer.settled([51.0, 51.0, 51.0], {}, config)  # no "solved" rule: rate only
-    config.num_train_steps, config.eval_every, config.stop_when_settled = 20, 1, True
-    results = trainer.train_and_evaluate(config, str(tmp_path))
-    # An untrained skip cell updates at every step: 100% at steps 1, 2, 3 -> settled at 3.
-    assert results["steps"] == 3 and results["members"][0]["settled_step"] == 3
-    assert results["summary"][0]["settled"] == 1
 
 
 def test_cosine_schedule_warms_up_then_decays_to_zero():

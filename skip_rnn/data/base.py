@@ -45,8 +45,10 @@ class TaskData(NamedTuple):
     """A task's data and how to score it.
 
     Attributes:
-      train_batch: ``train_batch(seed, step) -> Batch`` of ``config.batch_size`` examples; the
-        seed picks the data stream (fresh samples, or the order of the epochs).
+      train_batch: ``train_batch(seed, step, rows=None) -> Batch`` of ``config.batch_size``
+        examples; the seed picks the data stream (fresh samples, or the order of the epochs).
+        ``rows``: only these rows of that batch (a process's part of it; disk-backed sets then
+        read those examples only).
       eval_sets: ``{"validation": Batch, "test": Batch}`` held-out sets.
       input_size: ``F``, or the vocabulary size for token inputs.
       num_outputs: 1 for regression (MSE), else the number of classes (cross-entropy).
@@ -60,7 +62,7 @@ class TaskData(NamedTuple):
         :func:`skip_rnn.localization.localization_map`) instead of one per sequence.
     """
 
-    train_batch: Callable[[int, int], Batch]
+    train_batch: Callable[..., Batch]
     eval_sets: dict[str, Batch]
     input_size: int
     num_outputs: int
@@ -106,12 +108,13 @@ def feed_padding(task: TaskData) -> TaskData:
     is an input, padding included, and counts as an update where the model updates (its LSTM
     rows: exactly ``T`` updates). Drops ``lengths`` from every batch."""
     return task._replace(
-        train_batch=lambda seed, step: task.train_batch(seed, step)._replace(lengths=None),
+        train_batch=lambda seed, step, rows=None: task.train_batch(seed, step, rows)._replace(
+            lengths=None),
         eval_sets={name: _PaddingFed(data) for name, data in task.eval_sets.items()})
 
 
-def epoch_batches(data: Batch, batch_size: int) -> tuple[Callable[[int, int], Batch], int]:
-    """``train_batch(seed, step)`` over a fixed training set, reshuffled each epoch.
+def epoch_batches(data: Batch, batch_size: int) -> tuple[Callable[..., Batch], int]:
+    """``train_batch(seed, step, rows=None)`` over a fixed training set, reshuffled each epoch.
 
     Drops the remainder. ``data``: a :class:`Batch`, or any set with ``num_examples`` and
     ``take(index)``.
@@ -125,9 +128,10 @@ def epoch_batches(data: Batch, batch_size: int) -> tuple[Callable[[int, int], Ba
     def order(seed: int, epoch: int) -> np.ndarray:
         return np.random.default_rng([seed, epoch]).permutation(data.num_examples)
 
-    def train_batch(seed: int, step: int) -> Batch:
+    def train_batch(seed: int, step: int, rows: np.ndarray | None = None) -> Batch:
         epoch, index = divmod(step, steps_per_epoch)
-        return data.take(order(seed, epoch)[index * batch_size : (index + 1) * batch_size])
+        examples = order(seed, epoch)[index * batch_size : (index + 1) * batch_size]
+        return data.take(examples if rows is None else examples[rows])
 
     return train_batch, steps_per_epoch
 
@@ -138,10 +142,12 @@ HELD_OUT_STREAM = 2**31 - 1
 
 
 def synthetic(sample: Callable[[np.random.Generator, int], Batch], batch_size: int,
-              num_eval: int) -> tuple[Callable[[int, int], Batch], dict[str, Batch]]:
-    """Fresh training batches from stream ``[seed, 0, step]``; fixed held-out sets."""
-    def train_batch(seed: int, step: int) -> Batch:
-        return sample(np.random.default_rng([seed, 0, step]), batch_size)
+              num_eval: int) -> tuple[Callable[..., Batch], dict[str, Batch]]:
+    """Fresh training batches from stream ``[seed, 0, step]`` (drawn whole, then cut to
+    ``rows``: cheap); fixed held-out sets."""
+    def train_batch(seed: int, step: int, rows: np.ndarray | None = None) -> Batch:
+        batch = sample(np.random.default_rng([seed, 0, step]), batch_size)
+        return batch if rows is None else batch.take(rows)
 
     eval_sets = {name: sample(np.random.default_rng([HELD_OUT_STREAM, i]), num_eval)
                  for i, name in ((1, "validation"), (2, "test"))}
