@@ -82,8 +82,11 @@ def lstm(hidden_size: int, forget_bias: float = 1.0) -> Cell:
     return Cell(init, _broadcast_s0, step, output=lambda s: s.h, gate_input=lambda s: s.c)
 
 
-def gru(hidden_size: int) -> Cell:
-    r"""Gated recurrent unit (the cuDNN / Flax ``GRUCell`` form: reset applied after ``W_h``).
+def gru(hidden_size: int, reset_after: bool = True, gate_bias: float = 0.0) -> Cell:
+    r"""Gated recurrent unit, in either of its two common forms.
+
+    ``reset_after=True`` (the cuDNN / Flax ``GRUCell`` form; Keras's ``reset_after=True``): the
+    reset gate multiplies the recurrent product,
 
     .. math::
         r &= \sigma(x_t W_x^r + b^r + h_{t-1} W_h^r) \\
@@ -91,12 +94,31 @@ def gru(hidden_size: int) -> Cell:
         n &= \tanh(x_t W_x^n + b^n + r \odot (h_{t-1} W_h^n + b_h^n)) \\
         h_t &= (1 - z) \odot n + z \odot h_{t-1}
 
+    ``reset_after=False`` (TensorFlow 1.x's ``GRUCell``, the GRU of the authors' code,
+    ``src/rnn_cells/basic_rnn_cells.py`` and ``skip_rnn_cells.py``): it multiplies
+    ``h_{t-1}`` before the recurrent matrix, and there is no ``b_h^n``,
+
+    .. math::
+        n = \tanh(x_t W_x^n + b^n + (r \odot h_{t-1}) W_h^n)
+
+    with ``r``, ``z`` and ``h_t`` as above. In both forms ``z`` keeps the old state:
+    ``h_t = z ⊙ h_{t-1} + (1 - z) ⊙ n`` (TF writes ``u * state + (1 - u) * c``).
+
     Parameters: ``w_x`` ``[F, 3H]``, ``w_h`` ``[H, 3H]``, ``b`` ``[3H]`` in the gate order
-    (r, z, n), ``b_hn`` ``[H]``, and ``s0`` ``[H]``. The update gate of a skip GRU reads
-    ``h_t``.
+    (r, z, n), ``s0`` ``[H]``, and with ``reset_after`` ``b_hn`` ``[H]``. ``b^r`` and ``b^z``
+    start at ``gate_bias``, the others at 0. The update gate of a skip GRU reads ``h_t``.
+    TF's ``[x, h]`` kernels are the row blocks: ``gates = [w_x; w_h][:, :2H]``,
+    ``candidate = [w_x; w_h][:, 2H:]``.
 
     Args:
       hidden_size: ``H``.
+      reset_after: the cuDNN / Flax form (``True``) or TF 1.x's (``False``).
+      gate_bias: initial value of ``b^r`` and ``b^z`` (TF's ``GRUCell`` and the authors' code:
+        1.0, "not reset and not update" at the start).
+
+    Example:
+      >>> import skip_rnn as sr
+      >>> authors_gru = sr.gru(110, reset_after=False, gate_bias=1.0)
     """
     _check_positive(hidden_size=hidden_size)
     H = hidden_size
@@ -104,16 +126,23 @@ def gru(hidden_size: int) -> Cell:
     def init(key: PRNGKey, input_size: int) -> Params:
         _check_positive(input_size=input_size)
         zeros = jnp.zeros((H,))
-        return {**_kernels(key, input_size, H, 3), "b": jnp.zeros((3 * H,)), "b_hn": zeros,
-                "s0": zeros}
+        params = {**_kernels(key, input_size, H, 3),
+                  "b": jnp.zeros((3 * H,)).at[: 2 * H].set(gate_bias), "s0": zeros}
+        return {**params, "b_hn": zeros} if reset_after else params
 
     def step(params: Params, h: Array, x: Array, key: PRNGKey | None = None):
         del key
         x_r, x_z, x_n = jnp.split(x @ params["w_x"] + params["b"], 3, axis=-1)
-        h_r, h_z, h_n = jnp.split(h @ params["w_h"], 3, axis=-1)
+        if reset_after:
+            h_r, h_z, h_n = jnp.split(h @ params["w_h"], 3, axis=-1)
+        else:  # the n block of w_h waits for r
+            h_r, h_z = jnp.split(h @ params["w_h"][:, : 2 * H], 2, axis=-1)
         r = jax.nn.sigmoid(x_r + h_r)
         z = jax.nn.sigmoid(x_z + h_z)
-        n = jnp.tanh(x_n + r * (h_n + params["b_hn"]))
+        if reset_after:
+            n = jnp.tanh(x_n + r * (h_n + params["b_hn"]))
+        else:
+            n = jnp.tanh(x_n + (r * h) @ params["w_h"][:, 2 * H :])
         h = (1.0 - z) * n + z * h
         return h, h
 

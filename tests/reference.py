@@ -37,10 +37,23 @@ def gru_step(p, h, x, xp=np):
     return (1 - z) * n + z * h
 
 
+def gru_tf_step(p, h, x, xp=np):
+    """TensorFlow 1.x's ``GRUCell`` (the authors' ``BasicGRUCell``), on its ``[x, h]`` kernels:
+    ``r, u = σ([x, h] K_gates + b_gates)``, ``c = tanh([x, r·h] K_candidate + b_candidate)``,
+    ``h' = u·h + (1 − u)·c``; ``K = [w_x; w_h]``, gates its first ``2H`` columns."""
+    H = h.shape[-1]
+    kernel = xp.concatenate([p["w_x"], p["w_h"]], axis=0)
+    gates = sigmoid(xp.concatenate([x, h], axis=-1) @ kernel[:, : 2 * H] + p["b"][: 2 * H])
+    r, u = gates[..., :H], gates[..., H:]
+    c = xp.tanh(xp.concatenate([x, r * h], axis=-1) @ kernel[:, 2 * H :] + p["b"][2 * H :])
+    return u * h + (1 - u) * c
+
+
 # For each kind: (step, initial state from params, output h, what the update gate reads).
 KINDS = {
     "lstm": (lstm_step, lambda p: (p["s0"].c, p["s0"].h), lambda s: s[1], lambda s: s[0]),
     "gru": (gru_step, lambda p: p["s0"], lambda s: s, lambda s: s),
+    "gru_tf": (gru_tf_step, lambda p: p["s0"], lambda s: s, lambda s: s),
 }
 
 
@@ -112,7 +125,6 @@ def skip_gradient_reference(kinds, layer_params, skip_params, xs, gradient):
     batch = xs.shape[0]
     states = [jax.tree.map(lambda s: jnp.broadcast_to(s, (batch, *s.shape)), KINDS[k][1](p))
               for k, p in zip(kinds, layer_params, strict=True)]
-    steps = {"lstm": lstm_step, "gru": gru_step}
     ones, zeros = jnp.ones(batch), jnp.zeros(batch)
     u_tilde, delta_u, cum = ones, ones, zeros
     hs, us = [], []
@@ -122,7 +134,7 @@ def skip_gradient_reference(kinds, layer_params, skip_params, xs, gradient):
         u = binary_round(u_tilde)
         inp, candidates = xs[:, t], []
         for kind, p, s in zip(kinds, layer_params, states, strict=True):
-            s = steps[kind](p, s, inp, xp=jnp)
+            s = KINDS[kind][0](p, s, inp, xp=jnp)
             candidates.append(s)
             inp = KINDS[kind][2](s)
         gate = KINDS[kinds[-1]][3](candidates[-1])

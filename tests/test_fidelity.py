@@ -14,7 +14,8 @@ B, T, F = 3, 8, 2
 MODELS = {  # name: (layer kinds, factory)
     "lstm": (["lstm"], lambda: sr.lstm(5)),
     "gru": (["gru"], lambda: sr.gru(4)),
-    "stack": (["lstm", "gru"], lambda: sr.stack([sr.lstm(5), sr.gru(4)])),
+    "stack": (["lstm", "gru_tf"],  # the authors' GRU (TF's) on top: the gate reads it
+              lambda: sr.stack([sr.lstm(5), sr.gru(4, reset_after=False, gate_bias=1.0)])),
 }
 
 
@@ -78,6 +79,42 @@ def test_gradients_equal_literal_transcriptions(name):
                         strict=True):
             np.testing.assert_array_equal(a, b)
         assert not np.allclose(grads["eq5"]["b_p"], grads["reference_code"]["b_p"], rtol=1e-3)
+
+
+def test_authors_gru_is_tensorflows_gru_cell():
+    """``gru(reset_after=False, gate_bias=1.0)`` against a transcription of TF 1.x's
+    ``GRUCell`` on ``[x, h]`` kernels: forward values, and gradients of every parameter and the
+    inputs. (Inside ``skip``: the stack of :func:`test_gradients_equal_literal_transcriptions`.)"""
+    H = 4
+    cell = sr.gru(H, reset_after=False, gate_bias=1.0)
+    with jax.enable_x64(True):
+        params = _skipping_params(sr.skip(cell), seed=2)["cell"]
+        xs = jnp.asarray(np.random.default_rng(2).normal(size=(B, T, F)))
+        h = sr.unroll(cell, params, xs)[1].h
+        for b in range(B):
+            want = reference.run_stack(["gru_tf"], [params], np.asarray(xs[b]))["h"]
+            np.testing.assert_allclose(h[b], want, rtol=1e-12, atol=1e-14)
+
+        def loss(p, xs):
+            return jnp.sum(jnp.sin(sr.unroll(cell, p, xs)[1].h))
+
+        def reference_loss(p, xs):
+            h, total = jnp.broadcast_to(p["s0"], (B, H)), 0.0
+            for t in range(T):
+                h = reference.gru_tf_step(p, h, xs[:, t], xp=jnp)
+                total = total + jnp.sum(jnp.sin(h))
+            return total
+
+        got = jax.grad(loss, argnums=(0, 1))(params, xs)
+        want = jax.grad(reference_loss, argnums=(0, 1))(params, xs)
+        for (path, g), w in zip(jax.tree_util.tree_leaves_with_path(got), jax.tree.leaves(want),
+                                strict=True):
+            np.testing.assert_allclose(g, w, rtol=1e-9, atol=1e-12,
+                                       err_msg=jax.tree_util.keystr(path))
+    fresh = cell.init(jax.random.key(0), F)
+    assert sorted(fresh) == ["b", "s0", "w_h", "w_x"]  # no b_hn
+    np.testing.assert_array_equal(fresh["b"], [1.0] * 2 * H + [0.0] * H)  # r, z start at 1
+    np.testing.assert_array_equal(sr.gru(H).init(jax.random.key(0), F)["b"], 0.0)
 
 
 def test_unknown_gradient_form_is_refused():
