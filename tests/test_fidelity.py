@@ -162,6 +162,26 @@ def test_flops_of_skip_cells_and_stacks():
     assert sr.flops_per_update(stack, 2048) == (2048 + 512) * 4 * 512 + (512 + 256) * 3 * 256
 
 
+def test_flops_of_a_skip_conv_lstm_count_every_output_position():
+    import flax.linen as nn
+
+    cell = sr.skip(sr.from_linen(nn.ConvLSTMCell(16, (3, 3)), spatial_shape=(8, 8)))
+    # Two 3x3 'SAME' convolutions to the 4·16 = 64 gate channels at each of 8·8 = 64 positions:
+    # input 3·3·2·64 = 1,152 and hidden 3·3·16·64 = 9,216 per position, (1,152 + 9,216)·64 =
+    # 663,552; the gate's W_p reads c, 8·8·16 = 1,024 values. Total 664,576.
+    assert sr.flops_per_update(cell, 2) == 664_576
+
+
+def test_flops_look_inside_calls_and_refuse_control_flow():
+    lstm = sr.lstm(4)
+    remat = lstm._replace(step=jax.checkpoint(lstm.step))
+    assert sr.flops_per_update(remat, 2) == (2 + 4) * 4 * 4
+    branched = lstm._replace(step=lambda p, s, x, key=None: jax.lax.cond(
+        True, lambda: lstm.step(p, s, x), lambda: lstm.step(p, s, x)))
+    with pytest.raises(ValueError, match="cond"):
+        sr.flops_per_update(branched, 2)
+
+
 def test_random_skip_draws_every_step_and_copies_skipped_states():
     cell = sr.random_skip(sr.gru(4), p_skip=0.5)
     params = cell.init(jax.random.key(0), F)
