@@ -7,15 +7,22 @@ r"""The Skip RNN wrapper (paper §3, eqs. 2-7).
     \tilde u_{t+1} &= u_t \cdot \Delta\tilde u_t
         + (1 - u_t) \cdot (\tilde u_t + \min(\Delta\tilde u_t, 1 - \tilde u_t)) && (5)
 
-with ``ũ_1 = 1`` (the first step always updates) and, when ``u_t = 0``, ``Δũ_t = Δũ_{t-1}``
-carried over (Fig. 1d). ``f_binarize`` has a straight-through gradient (eq. 7).
+with ``ũ_1 = 1`` (the first step always updates). ``f_binarize`` has a straight-through
+gradient (eq. 7). When ``u_t = 0``, ``s_t = s_{t-1}``, so ``Δũ_t = Δũ_{t-1}`` and the forward
+pass carries it over instead of recomputing it (Fig. 1d, §3 after eq. 6).
 
-Two gradient forms, with the same forward values bit for bit (``skip(..., gradient=)``):
+Three gradient forms, with the same forward values bit for bit (``skip(..., gradient=)``); they
+differ in which expressions of eqs. 3-5 they differentiate:
 
-* ``"eq5"``: eq. 5 as printed, differentiated as written.
+* ``"paper"``: eqs. 2-5 as printed. ``Δũ_t = σ(W_p s_t + b_p)`` of the blended ``s_t`` of eq.
+  3, so ``∂Δũ_t/∂u_t = σ'·W_p (S(s_{t-1}, x_t) − s_{t-1})``, and on a skipped step ``Δũ_t``
+  reads ``s_{t-1}`` (not ``Δũ_{t-1}``); eq. 5 as printed.
+* ``"eq5"``: Fig. 1's placement, as in the authors' code: ``Δũ_t = u_t·σ(W_p S(s_{t-1}, x_t)
+  + b_p) + (1 − u_t)·Δũ_{t-1}``, so ``∂Δũ_t/∂u_t = σ(W_p S + b_p) − Δũ_{t-1}`` and a skipped
+  step's ``Δũ_t`` reads ``Δũ_{t-1}``; eq. 5 as printed.
 * ``"reference_code"``: the recurrence of the authors' TensorFlow code, which produced the
   paper's tables (``imatge-upc/skiprnn-2017-telecombcn``, ``src/rnn_cells/skip_rnn_cells.py``).
-  It carries ``(1 - u_t)·ũ_t`` and ``Δũ_t``, and
+  ``Δũ_t`` as ``"eq5"``; it carries ``(1 - u_t)·ũ_t`` and ``Δũ_t``, and
   ``ũ_{t+1} = (1 - u_t)·ũ_t + min(Δũ_t, 1 - (1 - u_t)·ũ_t)``: equal to eq. 5 for ``u_t`` in
   {0, 1}, but its straight-through gradient through ``u_t`` differs (e.g. Skip LSTM, ``W_p = 0``,
   ``b_p = 1``, ``s = σ(1)``: ``∂u_3/∂b_p`` is ``s·s'`` with eq. 5 and ``(1 - s)·s'`` with
@@ -37,7 +44,7 @@ import jax.numpy as jnp
 
 from skip_rnn.base import Array, Cell, Output, Params, PRNGKey, State
 
-GRADIENTS = ("eq5", "reference_code")
+GRADIENTS = ("paper", "eq5", "reference_code")
 
 # Counts of skips saturate here: float32 represents every integer up to 2**24 exactly.
 _MAX_STEPS = 2**24
@@ -115,7 +122,7 @@ def skip(
     binarize: Literal["round", "bernoulli"] = "round",
     update_bias: float = 1.0,
     max_updates: int | None = None,
-    gradient: Literal["eq5", "reference_code"] = "eq5",
+    gradient: Literal["paper", "eq5", "reference_code"] = "eq5",
 ) -> SkipCell:
     """Wraps ``cell`` into a Skip RNN cell (eqs. 2-5).
 
@@ -130,8 +137,9 @@ def skip(
         ``"bernoulli"`` (``u ~ Bernoulli(ũ)``; ``step`` then needs a ``key``).
       update_bias: initial ``b_p``.
       max_updates: hard budget (§5): once a sequence made this many updates, ``u_t = 0``.
-      gradient: how ``ũ_{t+1}`` is differentiated: ``"eq5"`` (the paper's text) or
-        ``"reference_code"`` (the authors' code, see the module docstring); forward values
+      gradient: how ``Δũ_t`` and ``ũ_{t+1}`` are differentiated: ``"paper"`` (eqs. 2-5 as
+        printed), ``"eq5"`` (``Δũ_t`` placed as in Fig. 1, eq. 5 as printed) or
+        ``"reference_code"`` (the authors' code); see the module docstring. Forward values
         are the same.
 
     Example:
@@ -167,9 +175,11 @@ def skip(
             hard = jnp.where(state.num_updates < max_updates, hard, 0.0)
         u = straight_through(state.u_tilde, hard)
         candidate, _ = cell.step(params["cell"], state.cell, x)
-        new_delta_u = update_probability_delta(params, cell.gate_input(candidate))
         cell_state = jax.tree.map(lambda new, old: select(u, new, old), candidate, state.cell)
+        new_delta_u = update_probability_delta(params, cell.gate_input(candidate))
         delta_u = select(u, new_delta_u, state.delta_u)
+        if gradient == "paper":
+            delta_u = with_eq4_derivative(delta_u, params, cell.gate_input(cell_state))
         num_skips = jnp.where(hard > 0, 0, state.num_skips + 1)
         closed_form = jnp.minimum((num_skips + 1).astype(delta_u.dtype) * delta_u, 1)
         new_state = SkipState(
@@ -195,16 +205,44 @@ def skip(
 
 def next_u_tilde(gradient: str, u: Array, u_tilde: Array, delta_u: Array) -> Array:
     """``ũ_{t+1}`` from ``u_t``, ``ũ_t`` and ``Δũ_t`` (all ``[B]``), in the form whose gradient
-    ``gradient`` names: eq. 5 as printed, or the authors' code (``cum = (1 - u)·ũ`` carried)."""
-    if gradient == "eq5":
-        return u * delta_u + (1 - u) * (u_tilde + jnp.minimum(delta_u, 1 - u_tilde))
-    carried = (1 - u) * u_tilde
-    return carried + jnp.minimum(delta_u, 1 - carried)
+    ``gradient`` names: the authors' code (``cum = (1 - u)·ũ`` carried) for
+    ``"reference_code"``, eq. 5 as printed otherwise."""
+    if gradient == "reference_code":
+        carried = (1 - u) * u_tilde
+        return carried + jnp.minimum(delta_u, 1 - carried)
+    return u * delta_u + (1 - u) * (u_tilde + jnp.minimum(delta_u, 1 - u_tilde))
 
 
 def update_probability_delta(params: Params, gate_input: Array) -> Array:
     """Eq. 4: ``Δũ = σ(W_p s + b_p)``; ``gate_input`` ``[B, D]`` -> ``[B]``."""
     return jax.nn.sigmoid(gate_input @ params["w_p"] + params["b_p"])
+
+
+def with_eq4_derivative(delta_u: Array, params: Params, gate_input: Array) -> Array:
+    """``Δũ_t`` as the forward pass carries it, differentiated as eq. 4 of eq. 3's ``s_t``.
+
+    The value is ``delta_u`` ``[B]`` (``σ(W_p S(s_{t-1}, x_t) + b_p)`` at an update,
+    ``Δũ_{t-1}`` at a skip); the derivative is that of ``σ(W_p s_t + b_p)`` with ``s_t`` read
+    by ``gate_input`` ``[B, D]``, the blended state of eq. 3. The two are equal in value: at an
+    update ``s_t = S(s_{t-1}, x_t)``, at a skip ``s_t = s_{t-1}`` and
+    ``Δũ_{t-1} = σ(W_p s_{t-1} + b_p)`` (§3, after eq. 6). Only the derivative reads
+    ``gate_input``, so a forward pass computes exactly what the other gradient forms compute.
+    """
+    return _with_eq4_derivative(delta_u, params["w_p"], params["b_p"], gate_input)
+
+
+@jax.custom_jvp
+def _with_eq4_derivative(delta_u: Array, w_p: Array, b_p: Array, gate_input: Array) -> Array:
+    del w_p, b_p, gate_input
+    return delta_u
+
+
+@_with_eq4_derivative.defjvp
+def _with_eq4_derivative_jvp(primals: tuple[Array, ...], tangents: tuple[Array, ...]):
+    (delta_u, w_p, b_p, gate_input), (_, dw_p, db_p, dgate_input) = primals, tangents
+    _, ddelta_u = jax.jvp(lambda w, b, s: update_probability_delta({"w_p": w, "b_p": b}, s),
+                          (w_p, b_p, gate_input), (dw_p, db_p, dgate_input))
+    return delta_u, ddelta_u
 
 
 def select(u: Array, new: Array, old: Array) -> Array:

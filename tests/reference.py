@@ -4,7 +4,8 @@ Written from §3 of the paper (eqs. 1-5) and from the authors' TensorFlow code, 
 library: plain Python loops, eq. 5 accumulated literally (``ũ + min(Δũ, 1 − ũ)``), ``round``
 with ties up (eq. 6's ``≥``). :func:`run_stack` is NumPy, for forward values;
 :func:`skip_gradient_reference` is the same recurrence in ``jax.numpy`` (for ``jax.grad``),
-in the paper's form and in the authors' form.
+with ``Δũ`` placed as in Fig. 1 and the authors' code; :func:`paper_gradient_reference` is
+eqs. 2-5 exactly as printed, also in ``jax.numpy``.
 """
 
 from __future__ import annotations
@@ -146,5 +147,37 @@ def skip_gradient_reference(kinds, layer_params, skip_params, xs, gradient):
         else:  # eq. 5
             u_tilde = u * delta_u + (1 - u) * (u_tilde + jnp.minimum(delta_u, 1 - u_tilde))
         hs.append(KINDS[kinds[-1]][2](states[-1]))
+        us.append(u)
+    return jnp.stack(hs, 1), jnp.stack(us, 1)
+
+
+def paper_gradient_reference(kinds, layer_params, skip_params, xs):
+    """Eqs. 2-5 exactly as printed in §3, in ``jax.numpy`` (for ``jax.grad``): a batch ``xs``
+    ``[B, T, F]`` through a skip-wrapped stack whose update gate reads the top layer.
+
+    From ``ũ_1 = 1``, at every step ``t``:
+    (2) ``u_t = round(ũ_t)``, ties up, with the straight-through gradient 1 (eq. 7);
+    (3) ``s_t = u_t·S(s_{t−1}, x_t) + (1 − u_t)·s_{t−1}``, ``S`` the whole stack's transition;
+    (4) ``Δũ_t = σ(W_p s_t + b_p)`` of that ``s_t``, computed at every step, skipped or not;
+    (5) ``ũ_{t+1} = u_t·Δũ_t + (1 − u_t)·(ũ_t + min(Δũ_t, 1 − ũ_t))``.
+    Returns ``h`` ``[B, T, H]`` (the top layer's, of ``s_t``) and ``u`` ``[B, T]``.
+    """
+    batch = xs.shape[0]
+    s = [jax.tree.map(lambda v: jnp.broadcast_to(v, (batch, *v.shape)), KINDS[k][1](p))
+         for k, p in zip(kinds, layer_params, strict=True)]
+    u_tilde = jnp.ones(batch)
+    hs, us = [], []
+    for t in range(xs.shape[1]):
+        u = u_tilde + jax.lax.stop_gradient(jnp.where(u_tilde >= 0.5, 1.0, 0.0) - u_tilde)  # (2)
+        inp, transition = xs[:, t], []  # S(s_{t-1}, x_t): every layer reads the one below
+        for kind, p, layer in zip(kinds, layer_params, s, strict=True):
+            transition.append(KINDS[kind][0](p, layer, inp, xp=jnp))
+            inp = KINDS[kind][2](transition[-1])
+        s = [jax.tree.map(lambda new, old, u=u[:, None]: u * new + (1 - u) * old, n, o)
+             for n, o in zip(transition, s, strict=True)]  # (3)
+        gate = KINDS[kinds[-1]][3](s[-1])
+        delta_u = sigmoid(gate @ skip_params["w_p"] + skip_params["b_p"])  # (4)
+        u_tilde = u * delta_u + (1 - u) * (u_tilde + jnp.minimum(delta_u, 1 - u_tilde))  # (5)
+        hs.append(KINDS[kinds[-1]][2](s[-1]))
         us.append(u)
     return jnp.stack(hs, 1), jnp.stack(us, 1)
