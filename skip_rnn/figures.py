@@ -112,7 +112,8 @@ def curves(path: str, metrics_path: str, metric_name: str) -> str:
 
 
 def curves_figure(metrics_path: str, metric_name: str):
-    """:func:`curves`'s figure; a member evaluated once is a marker."""
+    """:func:`curves`'s figure; a member evaluated once is a marker; a run not yet evaluated
+    says so."""
     runs: dict[tuple, list[dict]] = {}
     with open(metrics_path) as f:
         for line in f:
@@ -133,7 +134,12 @@ def curves_figure(metrics_path: str, metric_name: str):
     for ax in (ax_metric, ax_updates):
         ax.set_xlim(left=0)
         ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
-    ax_updates.legend(fontsize=7)
+    if runs:
+        ax_updates.legend(fontsize=7)
+    else:
+        for ax in (ax_metric, ax_updates):
+            ax.text(0.5, 0.5, "no evaluation yet", ha="center", va="center",
+                    transform=ax.transAxes)
     return fig
 
 

@@ -97,6 +97,17 @@ def test_stop_when_settled_stops_once_the_gate_holds_still(tmp_path, mnist_dir):
     assert results["steps"] == 20 and results["members"][0]["settled_step"] is None
 
 
+def test_reproduce_says_settled_cap_or_neither():
+    from skip_rnn.reproduce import _steps
+
+    result = {"steps": 30000, "stop_when_settled": True, "num_train_steps": 30000}
+    assert _steps({**result, "steps": 14500}, {"settled": 4, "runs": 4}) == "14,500, settled"
+    assert _steps(result, {"settled": 3, "runs": 4}) == "30,000, cap"
+    assert _steps({**result, "steps": 9000}, {"settled": 3, "runs": 4}) == (
+        "9,000, not settled yet")  # stopped by a time limit
+    assert _steps({**result, "stop_when_settled": False}, {"settled": 0, "runs": 4}) == "30,000"
+
+
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     workdir = tmp_path_factory.mktemp("trained")
@@ -300,3 +311,25 @@ def test_a_process_reads_only_its_rows_of_a_disk_backed_set():
     for a, b in zip(mine, whole.take(np.array([2, 6])), strict=True):
         np.testing.assert_array_equal(a, b)
 
+
+
+def test_figures_of_a_run_stopped_before_its_first_best_come_from_latest(tmp_path,
+                                                                        monkeypatch):
+    def crash(calls):
+        if len(calls) == 3:  # latest/ saved at step 2, no evaluation yet
+            raise RuntimeError("killed")
+
+    config = tiny_config("adding")
+    config.num_train_steps, config.eval_every = 10, 100
+    with monkeypatch.context() as patch:
+        _instrumented(patch, crash)
+        with pytest.raises(RuntimeError, match="killed"):
+            trainer.train_and_evaluate(config, str(tmp_path))
+    assert not (tmp_path / "best").exists() or not os.listdir(tmp_path / "best")
+    titles = []
+    write_all = trainer.figures.write_all
+    monkeypatch.setattr(trainer.figures, "write_all",
+                        lambda *args: titles.append(args[-1]) or write_all(*args))
+    paths = trainer.redraw_figures(config, str(tmp_path))
+    assert titles == ["latest checkpoint, step 2 (no best yet)"]
+    assert paths and all(os.path.getsize(p) > 0 for p in paths)
