@@ -19,6 +19,8 @@ def base_config(task: str) -> ml_collections.ConfigDict:
     config.model.binarize = "round"  # round | bernoulli
     config.model.max_updates = 0  # hard budget per sequence; 0: none
     config.model.gradient = "eq5"  # eq5 (the paper's text) | reference_code (the authors' code)
+    config.model.gru_reset_after = True  # GRU form: True cuDNN / Flax, False TF 1.x (the authors')
+    config.model.gru_gate_bias = 0.0  # initial GRU r, z gate biases (the authors': 1.0)
     config.model.init = "default"  # default (LeCun / orthogonal, s0 = 0) | reference_code
     config.model.p_skip = 0.0  # lstm / gru only: skip each step with this probability (baseline)
     config.model.embedding_size = 0  # token tasks only (IMDB: 300)

@@ -51,7 +51,7 @@ for part in $PARTS; do
       switch=(--config.model.gradient=eq5)
       [ $form = reference_code ] && switch=(--config.reference_code=True)
       python3 train.py --config=configs/adding.py --workdir=$W/gradient/$form \
-        "${switch[@]}" --config.costs_per_sample='(0., 1e-5)' \
+        "${switch[@]}" --config.costs_per_sample='(0., 1e-5)' --config.stop_when_settled=False \
         --config.num_seeds=4 --config.num_train_steps=${GRADIENT_STEPS:-60000} \
         > $W/logs/gradient_$form.log 2>&1
     done ;;

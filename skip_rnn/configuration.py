@@ -23,6 +23,8 @@ REGRESSION_LOSSES = ("mse", "half_mse")
 REFERENCE_CODE = {
     "model.gradient": "reference_code",  # src/rnn_cells/skip_rnn_cells.py: cum_update_prob
     "model.init": "reference_code",  # src/rnn_cells/rnn_ops.py: Glorot [x; h], s0 ~ N(0, 1)
+    "model.gru_reset_after": False,  # TF 1.x's GRUCell: reset gate before the recurrent matrix
+    "model.gru_gate_bias": 1.0,  # ... its r and z biases starting at 1
     "regression_loss": "half_mse",  # src/01_adding_task.py: tf.nn.l2_loss / batch size
 }
 # What a resumed run may change: how long it trains, how often it reports, when it stops,

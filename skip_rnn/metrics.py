@@ -66,12 +66,15 @@ class NullWriter:
 
 class Console:
     """Progress on the terminal: a banner, a tqdm bar, one time estimate, a summary.
-    ``quiet``: print nothing (processes other than 0 of a multi-process run)."""
+    ``quiet``: print nothing (processes other than 0 of a multi-process run); ``stops_early``:
+    the run may end before ``total_steps`` (``stop_when_solved``, ``stop_when_settled``)."""
 
     TIMED_STEPS = 10  # measured after the first (compiling) step, before the estimate
 
-    def __init__(self, total_steps: int, start_step: int, desc: str, quiet: bool = False):
+    def __init__(self, total_steps: int, start_step: int, desc: str, quiet: bool = False,
+                 stops_early: bool = False):
         self.total_steps, self.start_step, self.quiet = total_steps, start_step, quiet
+        self.stops_early = stops_early
         self.progress = tqdm.tqdm(total=total_steps, initial=start_step, desc=desc,
                                   dynamic_ncols=True, mininterval=5.0, disable=quiet)
         self.timer: float | None = None
@@ -91,8 +94,9 @@ class Console:
                 return
             per_step = (time.time() - self.timer) / self.TIMED_STEPS
             remaining = self.total_steps - step
+            at_most = " at most" if self.stops_early else ""
             self.write(f"{per_step:.3g} s a step: about {_duration(per_step * remaining)} for "
-                       f"the remaining {remaining:,} steps (evaluations not included).")
+                       f"the{at_most} {remaining:,} steps left (evaluations not included).")
 
     def close(self) -> None:
         self.progress.close()

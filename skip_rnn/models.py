@@ -5,6 +5,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -26,7 +28,9 @@ def make_cell(model: ml_collections.ConfigDict) -> Cell:
     if model.cell not in CELLS:
         raise ValueError(f"config.model.cell must be one of {CELLS}, got {model.cell!r}.")
     kind = model.cell.removeprefix("skip_")
-    layers = [{"lstm": lstm, "gru": gru}[kind](model.hidden_size) for _ in range(model.num_layers)]
+    make_layer = {"lstm": lstm, "gru": functools.partial(
+        gru, reset_after=model.gru_reset_after, gate_bias=model.gru_gate_bias)}[kind]
+    layers = [make_layer(model.hidden_size) for _ in range(model.num_layers)]
     cell = layers[0] if len(layers) == 1 else stack(layers, model.gate_layers)
     if model.cell.startswith("skip_"):
         cell = skip(cell, model.binarize, model.update_bias, model.max_updates or None,
@@ -44,7 +48,9 @@ def stochastic(model: ml_collections.ConfigDict) -> bool:
 def init_params(key: PRNGKey, cell: Cell, input_size: int, num_outputs: int,
                 embedding: np.ndarray | None = None, init: str = "default") -> Params:
     """Parameters for inputs of ``input_size`` features, or token ids when ``embedding``;
-    ``init="reference_code"`` redraws the RNN's as :func:`reference_code_init` does."""
+    ``init="reference_code"`` redraws the RNN's as :func:`reference_code_init` does and draws
+    the readout Glorot-uniform (the default of the authors' ``fully_connected``; ours:
+    LeCun-normal)."""
     k_rnn, k_out = jax.random.split(key)
     params = {}
     if embedding is not None:
@@ -54,15 +60,19 @@ def init_params(key: PRNGKey, cell: Cell, input_size: int, num_outputs: int,
     if init == "reference_code":
         params["rnn"] = reference_code_init(jax.random.fold_in(k_rnn, 1), params["rnn"])
     hidden = cell.output(cell.initial_state(params["rnn"], 1)).shape[-1]
-    w = jax.nn.initializers.lecun_normal()(k_out, (hidden, num_outputs))
+    readout_init = (jax.nn.initializers.glorot_uniform() if init == "reference_code"
+                    else jax.nn.initializers.lecun_normal())
+    w = readout_init(k_out, (hidden, num_outputs))
     params["readout"] = {"w": w, "b": jnp.zeros((num_outputs,))}
     return params
 
 
 def reference_code_init(key: PRNGKey, params: Params) -> Params:
     """The authors' initialisation (``src/rnn_cells/rnn_ops.py`` of their code): every layer's
-    kernel Glorot-uniform over the concatenation ``[x; h]`` (``w_x`` and ``w_h`` are its two
-    blocks), the learned ``s0`` ~ N(0, 1), ``w_p`` Glorot-uniform. Biases are kept.
+    kernels Glorot-uniform over the concatenation ``[x; h]`` (``w_x`` and ``w_h`` are its row
+    blocks): the LSTM's one ``[F + H, 4H]`` kernel, the GRU's two, its gates' ``[F + H, 2H]``
+    and its candidate's ``[F + H, H]``, each with its own bound; the learned ``s0`` ~ N(0, 1),
+    ``w_p`` Glorot-uniform. Biases are kept.
 
     Walks a cell's parameters: a layer (``w_x``, ``w_h``, ``s0``), a stack (a tuple of layers)
     or a skip cell (``{"cell", "w_p", "b_p"}``).
@@ -75,8 +85,12 @@ def reference_code_init(key: PRNGKey, params: Params) -> Params:
     if "w_p" in params:
         w_p = glorot(k_gate, (params["w_p"].shape[0], 1))[:, 0]
         return {**params, "cell": reference_code_init(k_cell, params["cell"]), "w_p": w_p}
-    num_inputs = params["w_x"].shape[0]
-    kernel = glorot(k_cell, (num_inputs + params["w_h"].shape[0], params["w_x"].shape[1]))
+    num_inputs, hidden = params["w_x"].shape[0], params["w_h"].shape[0]
+    gru_layer = params["w_x"].shape[1] == 3 * hidden  # gates (r, z), then the candidate
+    widths = (2 * hidden, hidden) if gru_layer else (4 * hidden,)
+    kernel = jnp.concatenate([glorot(k, (num_inputs + hidden, width)) for k, width in
+                              zip(jax.random.split(k_cell, len(widths)), widths, strict=True)],
+                             axis=1)
     s0_leaves, treedef = jax.tree.flatten(params["s0"])
     s0 = [jax.random.normal(k, s.shape) for k, s in
           zip(jax.random.split(k_s0, len(s0_leaves)), s0_leaves, strict=True)]

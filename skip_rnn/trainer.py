@@ -474,7 +474,8 @@ class _TrainLoop:
         config = self.config
         step = int(state.step)
         validate_every = eval_every(config, self.task)
-        console = Console(total_steps, step, config.task, quiet=jax.process_index() > 0)
+        console = Console(total_steps, step, config.task, quiet=jax.process_index() > 0,
+                          stops_early=config.stop_when_solved or config.stop_when_settled)
         stopped = False
         in_flight = None  # (step, metrics) of the step the device may still be computing
         out_of_time = self.out_of_time()

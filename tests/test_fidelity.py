@@ -256,6 +256,10 @@ def test_random_skip_member_and_the_reference_code_switch(tmp_path):
     assert results["config"]["model"]["gradient"] == "reference_code"
     assert results["config"]["model"]["init"] == "reference_code"
     assert results["config"]["regression_loss"] == "half_mse"
+    resolved = trainer.resolve(config).model  # the authors' GRU: TF 1.x's, biases r, z at 1
+    assert (resolved.gru_reset_after, resolved.gru_gate_bias) == (False, 1.0)
+    gru_params = trainer.models.make_cell(resolved).init(jax.random.key(0), 2)
+    assert "b_hn" not in gru_params and np.all(np.asarray(gru_params["b"][:8]) == 1.0)
     test = results["members"][0]["best"]["test"]
     assert 40 < test["updates_percent"] < 60
     assert test["inference_flops"] == pytest.approx(
@@ -272,16 +276,24 @@ def test_reference_code_init_draws_glorot_over_x_and_h():
     cell = sr.skip(sr.stack([sr.lstm(64), sr.gru(32)]))
     params = models.reference_code_init(jax.random.key(0), cell.init(jax.random.key(1), 16))
     first, second = params["cell"]
-    for layer, (fan_in, fan_out) in ((first, (16 + 64, 256)), (second, (64 + 32, 96))):
-        kernel = np.concatenate([layer["w_x"], layer["w_h"]])
+    # The LSTM's one kernel [x; h] -> 4H; the GRU's two: gates -> 2H, candidate -> H.
+    for block, (fan_in, fan_out) in ((np.concatenate([first["w_x"], first["w_h"]]), (80, 256)),
+                                     (np.concatenate([second["w_x"], second["w_h"]])[:, :64],
+                                      (96, 64)),
+                                     (np.concatenate([second["w_x"], second["w_h"]])[:, 64:],
+                                      (96, 32))):
         limit = np.sqrt(6 / (fan_in + fan_out))
-        assert kernel.shape == (fan_in, fan_out)
-        assert np.abs(kernel).max() <= limit and np.abs(kernel).max() > 0.95 * limit
-        assert abs(kernel.std() - limit / np.sqrt(3)) < 0.05 * limit  # uniform(-l, l)
+        assert block.shape == (fan_in, fan_out)
+        assert np.abs(block).max() <= limit and np.abs(block).max() > 0.95 * limit
+        assert abs(block.std() - limit / np.sqrt(3)) < 0.05 * limit  # uniform(-l, l)
     s0 = np.concatenate([first["s0"].c, first["s0"].h, second["s0"]])
     assert abs(s0.mean()) < 0.3 and abs(s0.std() - 1) < 0.2  # N(0, 1)
     assert np.abs(params["w_p"]).max() <= np.sqrt(6 / (32 + 1))
     np.testing.assert_array_equal(first["b"], cell.init(jax.random.key(1), 16)["cell"][0]["b"])
+    readout = models.init_params(jax.random.key(2), cell, 16, 1, init="reference_code")
+    limit = np.sqrt(6 / (32 + 1))  # Glorot-uniform readout, the authors' fully_connected
+    w = np.asarray(readout["readout"]["w"])
+    assert np.abs(w).max() <= limit and np.abs(w).max() > 0.7 * limit
 
 
 def test_eval_every_zero_means_once_per_epoch():
