@@ -26,6 +26,8 @@ def base_config(task: str) -> ml_collections.ConfigDict:
     config.model.embedding_size = 0  # token tasks only (IMDB: 300)
     config.model.dropout = 0.0  # on the last state, before the classifier
     config.model.scan_unroll = 1  # lax.scan steps per iteration: speed only, equal up to rounding
+    config.model.dtype = "float32"  # float32 | bfloat16: computation and state (the gate: float32)
+    config.model.param_dtype = "float32"  # float32 | bfloat16: stored parameters, Adam's state
 
     config.cost_per_sample = 0.0  # λ of the budget loss
     config.costs_per_sample = ()  # a population over several λ (overrides cost_per_sample)
@@ -57,7 +59,7 @@ def base_config(task: str) -> ml_collections.ConfigDict:
     config.stop_when_solved = False  # synthetic tasks: stop at the paper's "solved" rule
     config.stop_when_settled = False  # stop once every member is solved and settled (below)
     config.settle_evals = 5  # settled: over this many evaluations, the gate and rate held still
-    config.settle_points = 2.0  # ... validation % updates moved < this many percentage points
+    config.settle_points = 2.0  # ... % updates moved < this many points (λ > 0: and < 100 - this)
     config.settle_delta_u = 0.01  # ... and the gate's mean Δũ moved < this (skip cells)
     config.num_figure_examples = 4  # validation sequences drawn in the figures (0: none)
 

@@ -35,8 +35,12 @@ def _member(rates, gates) -> records.MemberRecord:
 def test_settled_rule_waits_for_the_gate_to_stop_moving():
     config = tiny_config("adding")
     config.settle_evals, config.settle_points, config.settle_delta_u = 3, 2.0, 0.01
-    plateau = _member([100.0] * 4, [0.74, 0.70, 0.66, 0.62])  # updates all, gate falling
+    falling = _member([100.0] * 4, [0.74, 0.70, 0.66, 0.62])  # updates all, gate falling
+    assert not records.settled(falling, solved=True, has_gate=True, config=config)
+    plateau = _member([100.0] * 4, [0.790, 0.791, 0.790, 0.790])  # still, not yet skipping
     assert not records.settled(plateau, solved=True, has_gate=True, config=config)
+    plateau.cost_per_sample = 0.0  # no budget: nothing will push it down
+    assert records.settled(plateau, solved=True, has_gate=True, config=config)
     still = _member([90.0, 52.0, 51.0, 52.9], [0.6, 0.401, 0.405, 0.409])
     assert records.settled(still, solved=True, has_gate=True, config=config)
     assert not records.settled(still, solved=False, has_gate=True, config=config)
@@ -87,13 +91,16 @@ def test_settled_rule_on_a_recorded_run_waits_for_skipping():
 def test_stop_when_settled_stops_once_the_gate_holds_still(tmp_path, mnist_dir):
     config = tiny_config("mnist", dir=mnist_dir)
     config.num_train_steps, config.eval_every, config.stop_when_settled = 20, 1, True
-    config.settle_evals = 3
+    config.settle_evals, config.cost_per_sample = 3, 0.0
     # An untrained skip cell updates at every step and its gate barely moves in 3 steps.
     results = trainer.train_and_evaluate(config, str(tmp_path / "loose"))
     assert results["steps"] == 3 and results["members"][0]["settled_step"] == 3
     assert results["summary"][0]["settled"] == 1
     config.settle_delta_u = 1e-9  # the gate does move: never still enough
     results = trainer.train_and_evaluate(config, str(tmp_path / "strict"))
+    assert results["steps"] == 20 and results["members"][0]["settled_step"] is None
+    config.settle_delta_u, config.cost_per_sample = 0.01, 1e-4  # a budget, not yet skipping
+    results = trainer.train_and_evaluate(config, str(tmp_path / "budget"))
     assert results["steps"] == 20 and results["members"][0]["settled_step"] is None
 
 
