@@ -2,16 +2,26 @@
 
 Every factory returns a :class:`skip_rnn.base.Cell`. Each cell learns its initial state
 ``s_0`` (zeros at init, broadcast over the batch), as in the paper's experiments.
+
+Precision, as Flax's cells: ``param_dtype`` is the dtype the parameters are stored in (float32
+by default); ``dtype`` the dtype of the computation and of the carried state. ``dtype=None``
+(the default, Flax's) casts nothing: each step computes in the dtype JAX promotes the inputs,
+parameters and state to, and ``s_0`` starts in the dtype it is stored in; float32 parameters
+compute in float32 whatever the inputs (inputs wider than the parameters would change the
+carry's dtype, which a scan refuses: give ``dtype`` then). ``dtype=jnp.bfloat16`` with
+``param_dtype=jnp.float32`` is mixed precision: float32 parameters (and optimizer state),
+read as bfloat16 at every step.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.typing import DTypeLike
 
 from skip_rnn.base import Array, Cell, Params, PRNGKey, State
 
@@ -28,15 +38,30 @@ def _broadcast_s0(params: Params, batch_size: int) -> State:
     return jax.tree.map(lambda s: jnp.broadcast_to(s, (batch_size, *s.shape)), params["s0"])
 
 
-def _kernels(key: PRNGKey, input_size: int, hidden_size: int, gates: int) -> dict[str, Array]:
-    """Input kernel (LeCun normal) and recurrent kernel (orthogonal), as Flax's cells do."""
+def _initial_state(dtype: DTypeLike | None) -> Callable[[Params, int], State]:
+    """``initial_state(params, batch_size)``: ``s_0`` broadcast to ``[B, ...]``, in ``dtype``."""
+    return lambda params, batch_size: _cast(dtype, _broadcast_s0(params, batch_size))
+
+
+def _cast(dtype: DTypeLike | None, tree):
+    """Every leaf of ``tree`` as ``dtype``; ``dtype=None`` leaves ``tree`` as it is."""
+    return tree if dtype is None else jax.tree.map(lambda a: jnp.asarray(a, dtype), tree)
+
+
+def _kernels(key: PRNGKey, input_size: int, hidden_size: int, gates: int,
+             param_dtype: DTypeLike) -> dict[str, Array]:
+    """Input kernel (LeCun normal) and recurrent kernel (orthogonal), as Flax's cells do; drawn
+    in float32 (``param_dtype`` if wider), then rounded to ``param_dtype``: a bfloat16 cell
+    starts from the float32 cell's parameters of the same key, rounded."""
+    draw = jnp.promote_types(param_dtype, jnp.float32)
     k_x, k_h = jax.random.split(key)
-    w_x = jax.nn.initializers.lecun_normal()(k_x, (input_size, gates * hidden_size))
-    w_h = jax.nn.initializers.orthogonal()(k_h, (hidden_size, gates * hidden_size))
-    return {"w_x": w_x, "w_h": w_h}
+    w_x = jax.nn.initializers.lecun_normal()(k_x, (input_size, gates * hidden_size), draw)
+    w_h = jax.nn.initializers.orthogonal()(k_h, (hidden_size, gates * hidden_size), draw)
+    return _cast(param_dtype, {"w_x": w_x, "w_h": w_h})
 
 
-def lstm(hidden_size: int, forget_bias: float = 1.0) -> Cell:
+def lstm(hidden_size: int, forget_bias: float = 1.0, *, dtype: DTypeLike | None = None,
+         param_dtype: DTypeLike = jnp.float32) -> Cell:
     r"""Long short-term memory cell.
 
     .. math::
@@ -52,6 +77,9 @@ def lstm(hidden_size: int, forget_bias: float = 1.0) -> Cell:
       hidden_size: ``H``.
       forget_bias: initial value of the forget-gate bias (TF's ``BasicLSTMCell`` and the
         authors' code add 1).
+      dtype: of the computation and the state ``(c, h)``; ``None``: as the inputs and
+        parameters promote (module docstring).
+      param_dtype: of the stored parameters.
 
     Example:
       >>> import jax, jax.numpy as jnp, skip_rnn as sr
@@ -63,26 +91,31 @@ def lstm(hidden_size: int, forget_bias: float = 1.0) -> Cell:
       (2, 8)
     """
     _check_positive(hidden_size=hidden_size)
+    _check_float(dtype=dtype, param_dtype=param_dtype)
     H = hidden_size
 
     def init(key: PRNGKey, input_size: int) -> Params:
         _check_positive(input_size=input_size)
-        b = jnp.zeros((4 * H,)).at[H : 2 * H].set(forget_bias)
-        zeros = jnp.zeros((H,))
-        return {**_kernels(key, input_size, H, 4), "b": b, "s0": LSTMState(c=zeros, h=zeros)}
+        b = jnp.zeros((4 * H,), param_dtype).at[H : 2 * H].set(forget_bias)
+        zeros = jnp.zeros((H,), param_dtype)
+        return {**_kernels(key, input_size, H, 4, param_dtype), "b": b,
+                "s0": LSTMState(c=zeros, h=zeros)}
 
     def step(params: Params, state: LSTMState, x: Array, key: PRNGKey | None = None):
         del key
+        params, state, x = _cast(dtype, (params, state, x))
         z = x @ params["w_x"] + state.h @ params["w_h"] + params["b"]
         i, f, g, o = jnp.split(z, 4, axis=-1)
         c = jax.nn.sigmoid(f) * state.c + jax.nn.sigmoid(i) * jnp.tanh(g)
         h = jax.nn.sigmoid(o) * jnp.tanh(c)
         return LSTMState(c=c, h=h), h
 
-    return Cell(init, _broadcast_s0, step, output=lambda s: s.h, gate_input=lambda s: s.c)
+    return Cell(init, _initial_state(dtype), step, output=lambda s: s.h,
+                gate_input=lambda s: s.c)
 
 
-def gru(hidden_size: int, reset_after: bool = True, gate_bias: float = 0.0) -> Cell:
+def gru(hidden_size: int, reset_after: bool = True, gate_bias: float = 0.0, *,
+        dtype: DTypeLike | None = None, param_dtype: DTypeLike = jnp.float32) -> Cell:
     r"""Gated recurrent unit, in either of its two common forms.
 
     ``reset_after=True`` (the cuDNN / Flax ``GRUCell`` form; Keras's ``reset_after=True``): the
@@ -115,23 +148,28 @@ def gru(hidden_size: int, reset_after: bool = True, gate_bias: float = 0.0) -> C
       reset_after: the cuDNN / Flax form (``True``) or TF 1.x's (``False``).
       gate_bias: initial value of ``b^r`` and ``b^z`` (TF's ``GRUCell`` and the authors' code:
         1.0, "not reset and not update" at the start).
+      dtype: of the computation and the state ``h``; ``None``: as the inputs and parameters
+        promote (module docstring).
+      param_dtype: of the stored parameters.
 
     Example:
       >>> import skip_rnn as sr
       >>> authors_gru = sr.gru(110, reset_after=False, gate_bias=1.0)
     """
     _check_positive(hidden_size=hidden_size)
+    _check_float(dtype=dtype, param_dtype=param_dtype)
     H = hidden_size
 
     def init(key: PRNGKey, input_size: int) -> Params:
         _check_positive(input_size=input_size)
-        zeros = jnp.zeros((H,))
-        params = {**_kernels(key, input_size, H, 3),
-                  "b": jnp.zeros((3 * H,)).at[: 2 * H].set(gate_bias), "s0": zeros}
+        zeros = jnp.zeros((H,), param_dtype)
+        params = {**_kernels(key, input_size, H, 3, param_dtype),
+                  "b": jnp.zeros((3 * H,), param_dtype).at[: 2 * H].set(gate_bias), "s0": zeros}
         return {**params, "b_hn": zeros} if reset_after else params
 
     def step(params: Params, h: Array, x: Array, key: PRNGKey | None = None):
         del key
+        params, h, x = _cast(dtype, (params, h, x))
         x_r, x_z, x_n = jnp.split(x @ params["w_x"] + params["b"], 3, axis=-1)
         if reset_after:
             h_r, h_z, h_n = jnp.split(h @ params["w_h"], 3, axis=-1)
@@ -146,14 +184,16 @@ def gru(hidden_size: int, reset_after: bool = True, gate_bias: float = 0.0) -> C
         h = (1.0 - z) * n + z * h
         return h, h
 
-    return Cell(init, _broadcast_s0, step, output=lambda h: h, gate_input=lambda h: h)
+    return Cell(init, _initial_state(dtype), step, output=lambda h: h, gate_input=lambda h: h)
 
 
 def stack(cells: Sequence[Cell], gate_layers: Sequence[int] = (-1,)) -> Cell:
     """Stacked cells: layer ``l`` reads the output of layer ``l - 1`` at the same step.
 
     Parameters: a tuple with one parameter pytree per layer; the state is a tuple with one
-    state per layer. The output is the top layer's.
+    state per layer. The output is the top layer's. Each layer keeps its own ``dtype`` and
+    ``param_dtype`` (``stack([lstm(H, dtype=jnp.bfloat16), lstm(H, dtype=jnp.bfloat16)])``);
+    a layer reads the one below in its own ``dtype``.
 
     Args:
       cells: the layers, bottom first.
@@ -196,6 +236,12 @@ def _valid_layers(gate_layers: Sequence[int], num_layers: int) -> tuple[int, ...
             f"[-{num_layers}, {num_layers}), got {gate_layers}."
         )
     return gate_layers
+
+
+def _check_float(**dtypes: DTypeLike | None) -> None:
+    for name, dtype in dtypes.items():
+        if dtype is not None and not jnp.issubdtype(dtype, jnp.floating):
+            raise ValueError(f"`{name}` must be a floating-point dtype, got {dtype!r}.")
 
 
 def _check_positive(**values: int) -> None:

@@ -116,7 +116,7 @@ def jump_unroll(
         jnp.zeros((), jnp.int32),
         jnp.zeros((batch_size, num_steps, *h0.shape[1:]), h0.dtype),
         jnp.full((batch_size, num_steps), num_steps),
-        jnp.zeros((batch_size, num_steps), h0.dtype),
+        jnp.zeros((batch_size, num_steps), state.delta_u.dtype),
     )
     loop = jax.lax.while_loop(lambda loop: jnp.any(active(loop)), body, init)
     out = _dense_outputs(loop.h, loop.at, loop.delta_u, limit, h0, lengths is not None)
@@ -160,10 +160,12 @@ def _update(cell: SkipCell, params: Params, state: SkipState, x: Array):
 
 
 def _dense_outputs(h_at, at, delta_u_at, limit, h0, mask_padding: bool) -> Output:
-    """Per-step outputs ``[B, T, ...]`` from the updates' records (``at``: their steps)."""
+    """Per-step outputs ``[B, T, ...]`` from the updates' records (``at``: their steps); the
+    gate's in the dtype of ``delta_u_at`` (float32 whatever ``h``'s), as ``unroll``'s."""
     batch_size, num_steps = at.shape
     steps = jnp.arange(num_steps)
-    u = jnp.zeros(at.shape, h0.dtype).at[jnp.arange(batch_size)[:, None], at].set(1, mode="drop")
+    u = jnp.zeros(at.shape, delta_u_at.dtype).at[jnp.arange(batch_size)[:, None], at].set(
+        1, mode="drop")
     count = jnp.cumsum(u.astype(jnp.int32), axis=1)  # updates at or before each step
 
     def of_update(records, index):  # records[b, index[b, t]]
@@ -174,7 +176,7 @@ def _dense_outputs(h_at, at, delta_u_at, limit, h0, mask_padding: bool) -> Outpu
     h = jnp.where(last_h >= 0, of_update(h_at, last_h), h0[:, None])
     delta_u = of_update(delta_u_at, last)
     before = last - u.astype(jnp.int32)  # the last update strictly before each step
-    since = (steps - of_update(at, before)).astype(h0.dtype)
+    since = (steps - of_update(at, before)).astype(delta_u_at.dtype)
     u_tilde = jnp.where(before >= 0, jnp.minimum(since * of_update(delta_u_at, before), 1), 1)
     if mask_padding:
         valid = steps[None, :] < limit[:, None]

@@ -6,7 +6,7 @@
 - :class:`Skip`: :func:`skip_rnn.skip` of any Linen cell, itself a Linen cell for ``nn.RNN``.
 - :class:`LSTMCell`, :class:`GRUCell`, :class:`SkipLSTMCell`, :class:`SkipGRUCell`: our pure
   cells for ``nn.RNN``; they hold one parameter pytree (the pure cell's, under the name
-  ``"cell"``).
+  ``"cell"``) and take Flax's ``dtype=`` and ``param_dtype=``.
 
 Every module calls the pure ``step`` of :func:`skip_rnn.skip`; no equation is implemented
 twice. ``nn.RNN(SkipLSTMCell(110))(xs)`` returns the :class:`skip_rnn.Output` of every step
@@ -29,12 +29,14 @@ Bernoulli gates draw from the ``"skip"`` rng, one key per step:
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from typing import Any, ClassVar
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+from jax.typing import DTypeLike
 
 from skip_rnn import cells
 from skip_rnn.base import Array, Cell, Output, Params, PRNGKey, State
@@ -76,37 +78,45 @@ class PureCell(nn.RNNCellBase):
         return 1
 
 
-class LSTMCell(PureCell):
+class _Layer(PureCell):
+    """``make_layer(features, dtype=, param_dtype=)`` as a Linen cell; ``dtype`` and
+    ``param_dtype`` (keyword-only) as in Flax's cells and :func:`skip_rnn.lstm`: the
+    computation and the carry, the stored parameters."""
+
+    features: int
+    _: dataclasses.KW_ONLY
+    dtype: DTypeLike | None = None
+    param_dtype: DTypeLike = jnp.float32
+    make_layer: ClassVar[Callable[..., Cell]]
+
+    def pure_cell(self) -> Cell:
+        return self.make_layer(self.features, dtype=self.dtype, param_dtype=self.param_dtype)
+
+
+class LSTMCell(_Layer):
     """:func:`skip_rnn.lstm` as a Linen cell."""
 
-    features: int
-
-    def pure_cell(self) -> Cell:
-        return cells.lstm(self.features)
+    make_layer = staticmethod(cells.lstm)
 
 
-class GRUCell(PureCell):
+class GRUCell(_Layer):
     """:func:`skip_rnn.gru` as a Linen cell."""
 
-    features: int
-
-    def pure_cell(self) -> Cell:
-        return cells.gru(self.features)
+    make_layer = staticmethod(cells.gru)
 
 
-class _SkipCell(PureCell):
-    """:func:`skip_rnn.skip` of ``make_layer(features)``; Bernoulli gates use the "skip" rng."""
+class _SkipCell(_Layer):
+    """:func:`skip_rnn.skip` of the layer; Bernoulli gates use the "skip" rng. The gate stays
+    float32 whatever ``dtype`` (:func:`skip_rnn.skip.gate_dtype`)."""
 
-    features: int
     binarize: str = "round"
     update_bias: float = 1.0
     max_updates: int | None = None
     gradient: str = "eq5"
-    make_layer: ClassVar[Callable[[int], Cell]]
 
     def pure_cell(self) -> Cell:
-        return skip(self.make_layer(self.features), self.binarize, self.update_bias,
-                    self.max_updates, self.gradient)
+        return skip(super().pure_cell(), self.binarize, self.update_bias, self.max_updates,
+                    self.gradient)
 
 
 class SkipLSTMCell(_SkipCell):
@@ -218,6 +228,10 @@ class Skip(nn.RNNCellBase):
     lengths)`` (:func:`skip_rnn.mask_padding`) zeroes their ``u``, ``ũ``, ``Δũ``, so that
     the budget losses count valid steps only, with ``unroll``'s value and gradient.
 
+    Precision: the cell's own ``dtype`` and ``param_dtype`` (``nn.GRUCell(64,
+    dtype=jnp.bfloat16)``); the gate's ``w_p``, ``b_p`` and its path are float32 whatever they
+    are, as in :func:`skip_rnn.skip`.
+
     Attributes:
       cell: any ``nn.RNNCellBase`` (``ConvLSTMCell`` included: inputs ``[B, T, h, w, F]``).
       binarize, update_bias, max_updates, gradient: as in :func:`skip_rnn.skip`;
@@ -254,7 +268,8 @@ class Skip(nn.RNNCellBase):
     def initialize_carry(self, rng: PRNGKey, input_shape: tuple[int, ...]) -> SkipState:
         """The wrapped cell's initial carry inside a :class:`skip_rnn.SkipState` (``ũ_1 = 1``)."""
         cell = self._skip_cell(input_shape, self.cell.initialize_carry(rng, input_shape))
-        return cell.initial_state({"cell": None, "b_p": jnp.zeros(())}, input_shape[0])
+        return cell.initial_state({"cell": None, "b_p": jnp.zeros((), jnp.float32)},
+                                  input_shape[0])
 
     @nn.nowrap
     def _skip_cell(self, input_shape: tuple[int, ...], carry: State | None = None) -> SkipCell:

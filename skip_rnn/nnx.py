@@ -14,6 +14,10 @@ Example:
   >>> out.h.shape, out.u.shape, rnn.cell.w_p.shape  # the gate reads c
   ((2, 5, 8), (2, 5), (8,))
 
+Precision: the cell's own ``dtype`` and ``param_dtype`` (``nnx.LSTMCell(3, 8,
+dtype=jnp.bfloat16, rngs=rngs)``); ``w_p``, ``b_p`` and the gate's path are float32 whatever
+they are, as in :func:`skip_rnn.skip`.
+
 Bernoulli gates draw from the ``skip`` stream of the ``rngs`` given to ``Skip`` (``nnx.Rngs``
 falls back to ``default``), one key per step.
 """

@@ -32,6 +32,11 @@ After ``k`` consecutive skips eq. 5 equals ``min((k + 1)·Δũ, 1)``. The forwar
 ``ũ`` in that closed form (the backward pass is eq. 5's own gradient), so that the number of
 skips after an update is *exactly* eq. 6 in floating point, ``skips_after_update(Δũ)``, and
 :func:`skip_rnn.jump_unroll` can jump ahead bit-for-bit in agreement with :func:`skip_rnn.unroll`.
+
+Precision: the update gate's path is float32 whatever the wrapped cell's ``dtype``
+(:func:`gate_dtype`): ``W_p s_t + b_p`` and its sigmoid (the state ``s_t`` read exactly, a
+bfloat16 value is a float32 value), ``u_t``, ``ũ_t``, its closed form and the count of eq. 6.
+A bfloat16 ``ũ`` would round ``(k + 1)·Δũ`` to 8 bits. ``w_p`` and ``b_p`` are stored in float32.
 """
 
 from __future__ import annotations
@@ -73,8 +78,8 @@ class SkipState(NamedTuple):
 
     Attributes:
       cell: the wrapped cell's state ``s_{t-1}``.
-      u_tilde: ``ũ_t``, the update probability for the coming step.
-      delta_u: ``Δũ`` of the last update (eq. 4; carried over on skips).
+      u_tilde: ``ũ_t``, the update probability for the coming step (:func:`gate_dtype`).
+      delta_u: ``Δũ`` of the last update (eq. 4; carried over on skips; :func:`gate_dtype`).
       num_skips: consecutive skipped steps since the last update (int32).
       num_updates: state updates made so far (int32); bounds the hard budget.
     """
@@ -84,6 +89,13 @@ class SkipState(NamedTuple):
     delta_u: Array
     num_skips: Array
     num_updates: Array
+
+
+def gate_dtype(params: Params) -> jnp.dtype:
+    """The dtype of the update gate's path (``Δũ``, ``ũ``, ``u``): float32, or ``b_p``'s if it is
+    wider (float64 under ``jax.enable_x64`` with float64 parameters); never the wrapped cell's
+    bfloat16 or float16. ``params`` needs only ``"b_p"``."""
+    return jnp.promote_types(jnp.float32, jnp.result_type(params["b_p"]))
 
 
 def straight_through(soft: Array, hard: Array) -> Array:
@@ -128,8 +140,10 @@ def skip(
 
     Parameters: ``{"cell": <cell params>, "w_p": [D], "b_p": []}`` where ``D`` is the size of
     ``cell.gate_input(state)``; ``b_p`` starts at ``update_bias`` so that every step updates
-    early in training. The state is a :class:`SkipState`; ``step`` emits an
-    :class:`skip_rnn.Output`. A skipped step copies the whole wrapped state bit-exactly.
+    early in training; ``w_p``, ``b_p`` float32. The state is a :class:`SkipState`; ``step``
+    emits an :class:`skip_rnn.Output`. A skipped step copies the whole wrapped state
+    bit-exactly. The wrapped cell computes in its own ``dtype`` (``out.h`` too); the gate in
+    float32 (:func:`gate_dtype`: ``out.u``, ``out.u_tilde``, ``out.delta_u``).
 
     Args:
       cell: the wrapped cell (``lstm``, ``gru``, ``stack`` ...).
@@ -161,11 +175,11 @@ def skip(
         k_cell, k_gate = jax.random.split(key)
         cell_params = cell.init(k_cell, input_size)
         gate_size = cell.gate_input(cell.initial_state(cell_params, 1)).shape[-1]
-        w_p = jax.nn.initializers.lecun_normal()(k_gate, (gate_size, 1))[:, 0]
-        return {"cell": cell_params, "w_p": w_p, "b_p": jnp.asarray(update_bias, w_p.dtype)}
+        w_p = jax.nn.initializers.lecun_normal()(k_gate, (gate_size, 1), jnp.float32)[:, 0]
+        return {"cell": cell_params, "w_p": w_p, "b_p": jnp.asarray(update_bias, jnp.float32)}
 
     def initial_state(params: Params, batch_size: int) -> SkipState:
-        ones = jnp.ones((batch_size,), params["b_p"].dtype)
+        ones = jnp.ones((batch_size,), gate_dtype(params))
         count = jnp.zeros((batch_size,), jnp.int32)
         return SkipState(cell.initial_state(params["cell"], batch_size), ones, ones, count, count)
 
@@ -214,8 +228,11 @@ def next_u_tilde(gradient: str, u: Array, u_tilde: Array, delta_u: Array) -> Arr
 
 
 def update_probability_delta(params: Params, gate_input: Array) -> Array:
-    """Eq. 4: ``Δũ = σ(W_p s + b_p)``; ``gate_input`` ``[B, D]`` -> ``[B]``."""
-    return jax.nn.sigmoid(gate_input @ params["w_p"] + params["b_p"])
+    """Eq. 4: ``Δũ = σ(W_p s + b_p)``; ``gate_input`` ``[B, D]`` -> ``[B]``, computed in
+    :func:`gate_dtype` whatever the dtype of ``gate_input``."""
+    dtype = gate_dtype(params)
+    logit = gate_input.astype(dtype) @ params["w_p"].astype(dtype) + params["b_p"].astype(dtype)
+    return jax.nn.sigmoid(logit)
 
 
 def with_eq4_derivative(delta_u: Array, params: Params, gate_input: Array) -> Array:

@@ -119,10 +119,11 @@ def checked_lengths(caller: str, lengths: Array, batch_size: int, num_steps: int
 
 
 def as_output(out: Array | Output) -> Output:
-    """A plain cell's ``h`` as an :class:`Output` (``u = ũ = Δũ = 1``); skip outputs pass."""
+    """A plain cell's ``h`` as an :class:`Output` (``u = ũ = Δũ = 1``, float32 as a skip
+    cell's gate, or ``h``'s dtype if wider); skip outputs pass."""
     if isinstance(out, Output):
         return out
-    ones = jnp.ones(out.shape[:1], out.dtype)
+    ones = jnp.ones(out.shape[:1], jnp.promote_types(out.dtype, jnp.float32))
     return Output(out, ones, ones, ones)
 
 
