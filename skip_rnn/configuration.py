@@ -152,6 +152,9 @@ def check_config(config: ml_collections.ConfigDict, num_devices: int) -> None:
         ("model.max_updates", config.model.max_updates >= 0, ">= 0 (0: no hard budget)"),
         ("model.dropout", 0 <= config.model.dropout < 1, "in [0, 1)"),
         ("model.scan_unroll", config.model.scan_unroll >= 1, ">= 1"),
+        ("model.dtype", config.model.dtype in models.DTYPES, " | ".join(models.DTYPES)),
+        ("model.param_dtype", config.model.param_dtype in models.DTYPES,
+         " | ".join(models.DTYPES)),
         ("member_sharding", not config.member_sharding
          or (members > 0 and max(members, num_devices) % min(members, num_devices) == 0),
          f"False, or used with a population whose {members} members (num_seeds x "

@@ -11,6 +11,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
+from jax.typing import DTypeLike
 
 from skip_rnn.base import Array, Cell, Output, Params, PRNGKey
 from skip_rnn.cells import gru, lstm, stack
@@ -20,17 +21,20 @@ from skip_rnn.unroll import unroll
 
 CELLS = ("lstm", "gru", "skip_lstm", "skip_gru")
 INITS = ("default", "reference_code")
+DTYPES = ("float32", "bfloat16")  # config.model.dtype, config.model.param_dtype
 
 
 def make_cell(model: ml_collections.ConfigDict) -> Cell:
     """The cell named by ``model.cell``: ``num_layers`` stacked, skip-wrapped if ``skip_*``,
-    randomly skipping (:func:`skip_rnn.random_skip`) if ``model.p_skip > 0``."""
+    randomly skipping (:func:`skip_rnn.random_skip`) if ``model.p_skip > 0``; every layer in
+    ``model.dtype`` and ``model.param_dtype``."""
     if model.cell not in CELLS:
         raise ValueError(f"config.model.cell must be one of {CELLS}, got {model.cell!r}.")
     kind = model.cell.removeprefix("skip_")
     make_layer = {"lstm": lstm, "gru": functools.partial(
         gru, reset_after=model.gru_reset_after, gate_bias=model.gru_gate_bias)}[kind]
-    layers = [make_layer(model.hidden_size) for _ in range(model.num_layers)]
+    layers = [make_layer(model.hidden_size, dtype=model.dtype, param_dtype=model.param_dtype)
+              for _ in range(model.num_layers)]
     cell = layers[0] if len(layers) == 1 else stack(layers, model.gate_layers)
     if model.cell.startswith("skip_"):
         cell = skip(cell, model.binarize, model.update_bias, model.max_updates or None,
@@ -46,11 +50,13 @@ def stochastic(model: ml_collections.ConfigDict) -> bool:
 
 
 def init_params(key: PRNGKey, cell: Cell, input_size: int, num_outputs: int,
-                embedding: np.ndarray | None = None, init: str = "default") -> Params:
+                embedding: np.ndarray | None = None, init: str = "default",
+                param_dtype: DTypeLike = jnp.float32) -> Params:
     """Parameters for inputs of ``input_size`` features, or token ids when ``embedding``;
     ``init="reference_code"`` redraws the RNN's as :func:`reference_code_init` does and draws
     the readout Glorot-uniform (the default of the authors' ``fully_connected``; ours:
-    LeCun-normal)."""
+    LeCun-normal). Every leaf is stored in ``param_dtype`` (the skip gate's ``w_p``, ``b_p``
+    and the readout included)."""
     k_rnn, k_out = jax.random.split(key)
     params = {}
     if embedding is not None:
@@ -64,7 +70,7 @@ def init_params(key: PRNGKey, cell: Cell, input_size: int, num_outputs: int,
                     else jax.nn.initializers.lecun_normal())
     w = readout_init(k_out, (hidden, num_outputs))
     params["readout"] = {"w": w, "b": jnp.zeros((num_outputs,))}
-    return params
+    return jax.tree.map(lambda leaf: leaf.astype(param_dtype), params)
 
 
 def reference_code_init(key: PRNGKey, params: Params) -> Params:

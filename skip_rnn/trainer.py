@@ -11,6 +11,10 @@ The workdir holds orbax checkpoints (``latest/`` to resume, ``best/`` with each 
 best-validation parameters), ``metrics.jsonl``, TensorBoard events, ``results.json`` and
 figures; rerunning the same command resumes from ``latest/``.
 
+Precision: with ``model.dtype="bfloat16"`` the RNN computes and carries its state in bfloat16
+(its update gate in float32); the predictions are cast to float32 for the loss, and the
+parameters, their gradients and Adam's state are in ``model.param_dtype`` (float32 by default).
+
 In a multi-process run (``jax.distributed``) every process runs this same program: it builds
 its own part of each batch, and all take part in every step, evaluation and orbax save or
 restore; process 0 alone prints and writes the plain files (metrics, results, figures).
@@ -68,15 +72,16 @@ def population(config: ml_collections.ConfigDict) -> list[Member]:
     return [Member(config.seed + i, float(c)) for c in costs for i in range(config.num_seeds)]
 
 
-def init_population(cell: Cell, task: TaskData, members: list[Member], init: str = "default"
-                    ) -> Params:
+def init_population(cell: Cell, task: TaskData, members: list[Member], init: str = "default",
+                    param_dtype: str = "float32") -> Params:
     """Every member's initial parameters (from its seed, embedding included), stacked: leaves
-    ``[M, ...]``. ``init``: ``config.model.init``."""
+    ``[M, ...]``. ``init``, ``param_dtype``: ``config.model.init``, ``.param_dtype``."""
     keys = jnp.stack([jax.random.key(m.seed) for m in members])
     embeddings = (None if task.embedding is None
                   else np.stack([task.embedding(m.seed) for m in members]))
     return jax.vmap(lambda key, embedding: models.init_params(
-        key, cell, task.input_size, task.num_outputs, embedding, init))(keys, embeddings)
+        key, cell, task.input_size, task.num_outputs, embedding, init, param_dtype)
+    )(keys, embeddings)
 
 
 def initial_train_state(tx: optax.GradientTransformation, params: Params) -> TrainState:
@@ -160,6 +165,7 @@ def make_steps(cell: Cell, config: ml_collections.ConfigDict, task: TaskData,
                                         dropout=config.model.dropout, key=key,
                                         per_step=task.per_step,
                                         scan_unroll=config.model.scan_unroll)
+        predictions = predictions.astype(jnp.float32)  # the loss in float32, any model.dtype
         per_example = per_example_metrics(predictions, batch.targets, regression,
                                           config.regression_loss, batch.lengths)
         task_loss = jnp.average(per_example["loss"], weights=per_example.get("weight"))
@@ -194,6 +200,7 @@ def make_steps(cell: Cell, config: ml_collections.ConfigDict, task: TaskData,
                                         key=key if models.stochastic(config.model) else None,
                                         per_step=task.per_step,
                                         scan_unroll=config.model.scan_unroll)
+        predictions = predictions.astype(jnp.float32)
         per_example = per_example_metrics(predictions, batch.targets, regression,
                                           config.regression_loss, batch.lengths)
         scores = {"scores": predictions} if task.per_step else {}  # scored on the host
@@ -320,7 +327,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         return evaluate(eval_step, params, task.eval_sets[split], config.eval_batch_size,
                         shard_eval, task, update_flops, config.data.get("num_eval_frames", 100))
 
-    params = init_population(cell, task, members, config.model.init)
+    params = init_population(cell, task, members, config.model.init, config.model.param_dtype)
     # Global arrays before the restore: orbax restores into their layout.
     tree = place_members({"state": initial_train_state(tx, params), "best_params": params}, mesh)
     record = RunRecord(as_json(config), [MemberRecord(*m) for m in members])
@@ -378,7 +385,7 @@ def redraw_figures(config: ml_collections.ConfigDict, workdir: str, member: int 
     if not 0 <= member < len(members):
         raise ConfigError(f"--member={member} is invalid: the run has members 0 .. "
                           f"{len(members) - 1}.")
-    like = init_population(cell, task, members, config.model.init)
+    like = init_population(cell, task, members, config.model.init, config.model.param_dtype)
     checkpoints = Checkpoints(workdir)
     try:
         checkpoints.check(config, like)
