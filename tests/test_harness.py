@@ -72,20 +72,25 @@ def settled_steps(rows: list[dict], config) -> dict[int, int | None]:
 
 @pytest.mark.skipif(not os.path.exists(RECORDED_RUN), reason="recorded run not committed")
 def test_settled_rule_on_a_recorded_run_waits_for_skipping():
-    """The adding task at the paper's settings (README: the command of the recorded run):
-    the λ = 1e-5 member solves the task at 100% updates long before it skips; the rule settles
-    it only once its rate has fallen and stopped moving."""
+    """The adding task at the paper's settings, Skip LSTM λ ∈ {0, 1e-5} (RESULTS.md: the
+    command of the recorded run): the λ = 1e-5 member solves the task at 100% updates long
+    before it skips; the rule does not settle it on that plateau, only once its rate has
+    fallen and held still. The λ = 0 member (no budget) settles once its gate holds still."""
     rows = [json.loads(line) for line in open(RECORDED_RUN)]
     config = tiny_config("adding")  # the defaults of settle_*
     settled = settled_steps(rows, config)
-    skipping = [r for r in rows if r["split"] == "validation" and r["cost_per_sample"] > 0]
-    first_solved = min(r["step"] for r in skipping if r["solved"])
-    plateau_end = min(r["step"] for r in skipping if r["updates_percent"] < 90)
-    member = skipping[0]["member"]
-    assert first_solved < plateau_end  # the plateau the rate-only rule settled on
-    assert settled[member] is not None and settled[member] > plateau_end
-    at_settle = next(r for r in skipping if r["step"] == settled[member])
-    assert at_settle["updates_percent"] < 70
+    validation = [r for r in rows if r["split"] == "validation"]
+    budget = [r for r in validation if r["cost_per_sample"] > 0]
+    first_solved = min(r["step"] for r in budget if r["solved"])
+    plateau_end = min(r["step"] for r in budget if r["updates_percent"] < 90)
+    assert first_solved + 4000 < plateau_end  # the plateau a rule on stillness settles on
+    member = budget[0]["member"]
+    assert settled[member] is None or settled[member] > plateau_end
+    if settled[member] is not None:
+        at_settle = next(r for r in budget if r["step"] == settled[member])
+        assert at_settle["updates_percent"] < 60
+    no_budget = next(r["member"] for r in validation if r["cost_per_sample"] == 0)
+    assert settled[no_budget] is not None
 
 
 def test_stop_when_settled_stops_once_the_gate_holds_still(tmp_path, mnist_dir):
