@@ -60,7 +60,7 @@ def base_config(task: str) -> ml_collections.ConfigDict:
     config.stop_when_settled = False  # stop once every member is solved and settled (below)
     config.settle_evals = 5  # settled: over this many evaluations, the gate and rate held still
     config.settle_points = 2.0  # ... % updates moved < this many points (λ > 0: and < 100 - this)
-    config.settle_delta_u = 0.01  # ... and the gate's mean Δũ moved < this (skip cells)
+    config.settle_delta_u = 0.02  # ... and the gate's mean Δũ moved < this (skip cells)
     config.num_figure_examples = 4  # validation sequences drawn in the figures (0: none)
 
     config.data = ml_collections.ConfigDict()
