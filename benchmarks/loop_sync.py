@@ -1,11 +1,11 @@
 """What pacing the training loop costs: waiting for step n before dispatching step n + 2.
 
-The trainer's loop (:class:`skip_rnn.trainer._TrainLoop`) keeps at most two steps on the
-device, so that its progress bar, time limit and Ctrl-C act within one step. Against it, the
-loop of earlier versions: dispatch freely, wait only every ``log_every`` (100) steps. Both run
-the trainer's own jitted step (:func:`skip_rnn.trainer.make_steps`, one member) on the
-trainer's own batches (:func:`skip_rnn.sharding.train_batch`, made on the host each step),
-alternating, ``--repeats`` rounds of ``--steps`` steps; medians quoted.
+The trainer's loop (:class:`skip_rnn.experiments.trainer._TrainLoop`) keeps at most two steps
+on the device, so that its progress bar, time limit and Ctrl-C act within one step. Against it,
+the loop of earlier versions: dispatch freely, wait only every ``log_every`` (100) steps. Both
+run the trainer's own jitted step (:func:`skip_rnn.experiments.trainer.make_steps`, one member)
+on the trainer's own batches (:func:`skip_rnn.experiments.sharding.train_batch`, made on the
+host each step), alternating, ``--repeats`` rounds of ``--steps`` steps; medians quoted.
 
     python -m benchmarks.loop_sync [--configs=adding,mnist] [--steps=100] [--repeats=5]
 """
@@ -21,7 +21,7 @@ import jax
 import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec
 
-from skip_rnn import data, models, sharding, trainer
+from skip_rnn.experiments import data, models, sharding, trainer
 
 MNIST_STEPS = 10  # sequential MNIST takes ≈1.3 s a step on a 2-core CPU
 

@@ -1,8 +1,8 @@
 """What a population costs: the trainer's jitted step with M members vs one model.
 
-The step is :func:`skip_rnn.trainer.make_steps`'s (Skip LSTM, the adding task's loss, budget
-loss, clip + Adam, ``jax.vmap`` over members), each member with its own batch of the paper's
-size 256. Every M is compiled and warmed up, then the M are timed in alternation,
+The step is :func:`skip_rnn.experiments.trainer.make_steps`'s (Skip LSTM, the adding task's
+loss, budget loss, clip + Adam, ``jax.vmap`` over members), each member with its own batch of
+the paper's size 256. Every M is compiled and warmed up, then the M are timed in alternation,
 ``--repeats`` rounds of ``--steps`` back-to-back steps; medians quoted. A ratio near 1 for
 M = 4 means four seeds cost barely more than one (a GPU's spare parallelism); near 4, that
 they cost four runs (a small CPU).
@@ -20,7 +20,7 @@ import jax
 import numpy as np
 
 from configs import adding
-from skip_rnn import data, models, sharding, trainer
+from skip_rnn.experiments import data, models, sharding, trainer
 
 
 def timed_steps(config, num_members: int, steps: int):

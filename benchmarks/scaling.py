@@ -1,8 +1,9 @@
 """Scaling out: training steps per second on 1, 2, 4, ... devices, side by side in one process.
 
-The step is the trainer's own (:func:`skip_rnn.trainer.make_steps`, the adding task at the
-paper's sizes: Skip LSTM, H=110, T=50, batch 256 per member), each step with its batch built
-on the host and placed on the mesh as the trainer does (:func:`skip_rnn.sharding.train_batch`).
+The step is the trainer's own (:func:`skip_rnn.experiments.trainer.make_steps`, the adding task
+at the paper's sizes: Skip LSTM, H=110, T=50, batch 256 per member), each step with its batch
+built on the host and placed on the mesh as the trainer does
+(:func:`skip_rnn.experiments.sharding.train_batch`).
 Device counts use the first N of ``jax.devices()``; on a CPU the process makes
 ``max(--devices)`` host devices (``jax_num_cpu_devices``), which share the machine's cores:
 more devices than cores cannot go faster. Every count is compiled and warmed up, then the
@@ -24,7 +25,7 @@ import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec
 
 from configs import adding
-from skip_rnn import configuration, data, models, sharding, trainer
+from skip_rnn.experiments import configuration, data, models, sharding, trainer
 
 
 def timed_steps(config, devices: list, steps: int):

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 
 from configs import charades as charades_config
-from skip_rnn import data, localization
-from skip_rnn.data import charades
-from skip_rnn.data.sources import DataError
+from skip_rnn.experiments import data, localization
+from skip_rnn.experiments.data import charades
+from skip_rnn.experiments.data.sources import DataError
 
 
 def tiny_config(directory: str, **data):
@@ -135,7 +135,7 @@ def test_localization_map_by_hand():
 def test_per_step_loss_averages_over_valid_frames_only():
     import jax.numpy as jnp
 
-    from skip_rnn import trainer
+    from skip_rnn.experiments import trainer
 
     logits = jnp.zeros((2, 4, 3))
     targets = jnp.zeros((2, 4, 3)).at[0, 0, 1].set(1.0)

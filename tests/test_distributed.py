@@ -17,7 +17,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
-from skip_rnn import configuration, trainer
+from skip_rnn.experiments import configuration, trainer
 from tests.test_reliability import TINY_FLAGS
 from tests.test_training import ROOT, tiny_config
 
@@ -134,7 +134,7 @@ _MEMBER_SHARDED = """
 import json, sys
 sys.path.insert(0, {root!r})
 import jax
-from skip_rnn import trainer
+from skip_rnn.experiments import trainer
 from tests.test_distributed import population_config
 
 run = trainer._TrainLoop.run

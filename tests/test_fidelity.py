@@ -227,7 +227,7 @@ def test_random_skip_refuses_bad_input():
 
 def test_padding_fed_and_counted_the_papers_way_with_flops_and_seeded_embeddings(imdb_csv,
                                                                                  tmp_path):
-    from skip_rnn import trainer
+    from skip_rnn.experiments import trainer
     from tests.test_training import tiny_config
 
     config = tiny_config("imdb", dir=imdb_csv, mask_padding=False)
@@ -246,7 +246,7 @@ def test_padding_fed_and_counted_the_papers_way_with_flops_and_seeded_embeddings
 
 
 def test_random_skip_member_and_the_reference_code_switch(tmp_path):
-    from skip_rnn import trainer
+    from skip_rnn.experiments import trainer
     from tests.test_training import tiny_config
 
     config = tiny_config("adding")
@@ -271,7 +271,7 @@ def test_random_skip_member_and_the_reference_code_switch(tmp_path):
 
 
 def test_reference_code_init_draws_glorot_over_x_and_h():
-    from skip_rnn import models
+    from skip_rnn.experiments import models
 
     cell = sr.skip(sr.stack([sr.lstm(64), sr.gru(32)]))
     params = models.reference_code_init(jax.random.key(0), cell.init(jax.random.key(1), 16))
@@ -297,8 +297,8 @@ def test_reference_code_init_draws_glorot_over_x_and_h():
 
 
 def test_eval_every_zero_means_once_per_epoch():
-    from skip_rnn import trainer
-    from skip_rnn.data import TaskData
+    from skip_rnn.experiments import trainer
+    from skip_rnn.experiments.data import TaskData
     from tests.test_training import tiny_config
 
     config = tiny_config("mnist")

@@ -17,8 +17,8 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
-from skip_rnn import configuration, data, records, trainer
-from skip_rnn.data import Batch
+from skip_rnn.experiments import configuration, data, records, trainer
+from skip_rnn.experiments.data import Batch
 from tests.test_reliability import _tree_digest
 from tests.test_training import ROOT, tiny_config
 
@@ -105,7 +105,7 @@ def test_stop_when_settled_stops_once_the_gate_holds_still(tmp_path, mnist_dir):
 
 
 def test_reproduce_says_settled_cap_or_neither():
-    from skip_rnn.reproduce import _steps
+    from skip_rnn.experiments.reproduce import _steps
 
     result = {"steps": 30000, "stop_when_settled": True, "num_train_steps": 30000}
     assert _steps({**result, "steps": 14500}, {"settled": 4, "runs": 4}) == "14,500, settled"

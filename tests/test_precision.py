@@ -16,8 +16,8 @@ from flax import nnx
 
 import skip_rnn as sr
 import skip_rnn.nnx
-from skip_rnn import trainer
-from skip_rnn.configuration import ConfigError, check_config
+from skip_rnn.experiments import trainer
+from skip_rnn.experiments.configuration import ConfigError, check_config
 from skip_rnn.linen import SkipGRUCell
 from tests import reference
 from tests.test_training import tiny_config

@@ -14,8 +14,8 @@ import time
 import numpy as np
 import pytest
 
-from skip_rnn import trainer
-from skip_rnn.records import RunRecord
+from skip_rnn.experiments import trainer
+from skip_rnn.experiments.records import RunRecord
 from tests.test_training import ROOT, _leaves, tiny_config
 
 TINY_FLAGS = [

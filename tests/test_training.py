@@ -13,7 +13,7 @@ import jax
 import numpy as np
 import pytest
 
-from skip_rnn import trainer
+from skip_rnn.experiments import trainer
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -127,7 +127,7 @@ _FOUR_DEVICES = """
 import json, os, sys
 sys.path.insert(0, {root!r})
 from tests.test_training import tiny_config
-from skip_rnn import trainer
+from skip_rnn.experiments import trainer
 import jax
 config = tiny_config("adding")
 config.num_train_steps = 3
@@ -189,7 +189,7 @@ def test_population_members_equal_runs_alone(tmp_path):
 
 
 def test_reproduce_prints_the_table_in_the_papers_form(tmp_path, monkeypatch, capsys):
-    from skip_rnn import reproduce
+    from skip_rnn.experiments import reproduce
 
     monkeypatch.setattr(sys, "argv", [
         "reproduce", "--table=1", f"--workdir={tmp_path}", "--num_seeds=2",
@@ -220,7 +220,7 @@ def test_reproduce_prints_the_table_in_the_papers_form(tmp_path, monkeypatch, ca
 
 
 def test_reproduce_says_how_padded_datasets_count_updates():
-    from skip_rnn import reproduce
+    from skip_rnn.experiments import reproduce
 
     summary = [{"cost_per_sample": 0.0, "runs": 1, "metric": {"mean": 0.8, "std": 0.0},
                 "updates_mean": {"mean": 200.0, "std": 0.0}}]
@@ -270,7 +270,7 @@ def test_cosine_schedule_warms_up_then_decays_to_zero():
 @pytest.mark.parametrize("name", ["adding", "frequency", "mnist_fast", "imdb", "ucf101",
                                   "charades"])
 def test_show_config_lists_every_key_with_its_comment(name):
-    from skip_rnn import configuration
+    from skip_rnn.experiments import configuration
 
     module = importlib.import_module(f"configs.{name}")
     config = module.get_config()
@@ -285,7 +285,7 @@ def test_show_config_lists_every_key_with_its_comment(name):
 
 
 def test_compare_runs_draws_several_metrics_files(tmp_path):
-    from skip_rnn import figures
+    from skip_rnn.experiments import figures
 
     runs = {}
     for name, accuracy in (("paper", 0.2), ("fast", 0.4)):

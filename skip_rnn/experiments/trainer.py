@@ -41,14 +41,23 @@ import optax
 from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from skip_rnn import budget, data, figures, flops, localization, models, records
+from skip_rnn import budget, flops
 from skip_rnn.base import Array, Cell, Params
-from skip_rnn.checkpoints import Checkpoints
-from skip_rnn.configuration import ConfigError, as_json, check_config, resolve
-from skip_rnn.data import Batch, TaskData
-from skip_rnn.metrics import Console, MetricWriter, NullWriter, banner, mean, one_line, summary
-from skip_rnn.records import Evaluation, MemberRecord, RunRecord
-from skip_rnn.sharding import global_batch, make_mesh, place_members, train_batch
+from skip_rnn.experiments import data, figures, localization, models, records
+from skip_rnn.experiments.checkpoints import Checkpoints
+from skip_rnn.experiments.configuration import ConfigError, as_json, check_config, resolve
+from skip_rnn.experiments.data import Batch, TaskData
+from skip_rnn.experiments.metrics import (
+    Console,
+    MetricWriter,
+    NullWriter,
+    banner,
+    mean,
+    one_line,
+    summary,
+)
+from skip_rnn.experiments.records import Evaluation, MemberRecord, RunRecord
+from skip_rnn.experiments.sharding import global_batch, make_mesh, place_members, train_batch
 
 
 class TrainState(NamedTuple):
@@ -219,7 +228,7 @@ def evaluate(eval_step, params: Params, eval_set, batch_size: int, shard, task: 
     mean ``Δũ`` over valid steps (``delta_u_mean``: 1 for plain cells) and inference FLOPs
     (the mean over sequences of updates x ``flops_per_update``) on a held-out set. Per-step
     tasks score the localization mAP on ``num_eval_frames`` equally spaced frames a sequence
-    (:func:`skip_rnn.localization.localization_map`)."""
+    (:func:`skip_rnn.experiments.localization.localization_map`)."""
     values: dict[str, list] = {}
     steps = 0
     for start in range(0, eval_set.num_examples, batch_size):
@@ -416,7 +425,7 @@ def _best_title(record: RunRecord, member: int) -> str:
 
 def summarize(members: list[MemberRecord]) -> list[dict]:
     """Mean ± std over seeds of each λ's best test metric and updates (the paper's form), and
-    how many of its members settled (:func:`skip_rnn.records.settled`)."""
+    how many of its members settled (:func:`skip_rnn.experiments.records.settled`)."""
     rows = []
     for cost in dict.fromkeys(m.cost_per_sample for m in members):
         runs = [m for m in members if m.cost_per_sample == cost and m.best is not None]
@@ -554,7 +563,7 @@ class _TrainLoop:
     def validate(self, state: TrainState, step: int, console: Console) -> tuple[bool, bool]:
         """Evaluates on validation (and on test where a member improved). Returns whether every
         member solved the task, and whether every member settled
-        (:func:`skip_rnn.records.settled`)."""
+        (:func:`skip_rnn.experiments.records.settled`)."""
         validation = self.evaluate_split(state.params, "validation")
         self.writer.write(step, "validation", self.members, validation)
         console.write(f"step {step}: validation {one_line(validation)}")

@@ -59,7 +59,7 @@ class TaskData(NamedTuple):
         that seed (e.g. word2vec where known), or ``None``.
       per_step: whether ``targets`` are ``[B, T, num_outputs]`` multi-hot labels of every step
         (element-wise binary cross-entropy at each valid step, scored by
-        :func:`skip_rnn.localization.localization_map`) instead of one per sequence.
+        :func:`skip_rnn.experiments.localization.localization_map`) instead of one per sequence.
     """
 
     train_batch: Callable[..., Batch]
@@ -81,7 +81,7 @@ def load(config: ml_collections.ConfigDict) -> TaskData:
     False, the padding of short sequences is fed to the model (:func:`feed_padding`)."""
     if config.task not in TASKS:
         raise ValueError(f"config.task must be one of {TASKS}, got {config.task!r}.")
-    task = importlib.import_module(f"skip_rnn.data.{config.task}").load(config)
+    task = importlib.import_module(f"skip_rnn.experiments.data.{config.task}").load(config)
     return task if config.data.get("mask_padding", True) else feed_padding(task)
 
 

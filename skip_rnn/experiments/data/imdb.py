@@ -31,9 +31,9 @@ import re
 import ml_collections
 import numpy as np
 
-from skip_rnn.data.base import Batch, TaskData, epoch_batches
-from skip_rnn.data.download import extract_tar, fetch
-from skip_rnn.data.sources import DataError, tfds_arrays
+from skip_rnn.experiments.data.base import Batch, TaskData, epoch_batches
+from skip_rnn.experiments.data.download import extract_tar, fetch
+from skip_rnn.experiments.data.sources import DataError, tfds_arrays
 
 PAD, OOV = 0, 1
 VALIDATION_FRACTION = 0.15  # of the train split (aclimdb, tfds), as the paper

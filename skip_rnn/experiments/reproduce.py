@@ -1,12 +1,12 @@
 """Reproduces a table of the paper: every row, four seeds each, printed in the paper's form.
 
-    python -m skip_rnn.reproduce --table=1 --workdir=workdirs/table1 [--num_seeds=4]
+    python -m skip_rnn.experiments.reproduce --table=1 --workdir=workdirs/table1 [--num_seeds=4]
         [--num_train_steps=N] [--learning_rate=1e-3] [--data_dir=...] [--set=key=value ...]
         [--models=lstm,skip_lstm] [--variants=Ts=1ms] [--collect]
 
 Each model of the table is one population run (all its λ x seeds in one jitted step, see
-:mod:`skip_rnn.trainer`) in ``<workdir>/<variant>/<model>`` (``<workdir>/<model>`` in tables
-without variants); rerunning resumes. The table is printed and written to
+:mod:`skip_rnn.experiments.trainer`) in ``<workdir>/<variant>/<model>`` (``<workdir>/<model>``
+in tables without variants); rerunning resumes. The table is printed and written to
 ``<workdir>/table<N>.md`` and ``.json``, next to the paper's numbers, and drawn as test metric
 against state updates in ``<workdir>/table<N>.png``. Every row's config is checked before the
 first row trains; errors in what was asked print one line and exit 2. Rows can also run as
@@ -31,8 +31,8 @@ import ml_collections
 from absl import flags
 from ml_collections.config_flags import tuple_parser
 
-from skip_rnn import configuration, figures, trainer
-from skip_rnn.data.sources import DataError
+from skip_rnn.experiments import configuration, figures, trainer
+from skip_rnn.experiments.data.sources import DataError
 
 
 class Row(NamedTuple):
@@ -57,7 +57,7 @@ class Table(NamedTuple):
     metric: str = "accuracy"  # the column's name; "mAP (%)" prints the metric x 100
 
 
-REPOSITORY = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPOSITORY = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 PADDING_FED = {"data.mask_padding": False}  # the paper feeds and counts padded steps
 TABLES = {
     1: Table("adding", {"": {}},
@@ -301,7 +301,7 @@ def main() -> None:
         + (f"; variants {', '.join(_dirname(v) for v in t.variants)}" if len(t.variants) > 1
            else "") for n, t in TABLES.items())
     parser = _Parser(
-        prog="python -m skip_rnn.reproduce", description=__doc__.splitlines()[0],
+        prog="python -m skip_rnn.experiments.reproduce", description=__doc__.splitlines()[0],
         epilog=f"Tables:\n{tables}", formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--table", type=int, choices=sorted(TABLES), required=True,
                         help="which table (listed below)")

@@ -37,9 +37,9 @@ import tempfile
 import ml_collections
 import numpy as np
 
-from skip_rnn.data import ucf101
-from skip_rnn.data.base import Batch, TaskData, epoch_batches
-from skip_rnn.data.sources import DataError, require_dir, require_file
+from skip_rnn.experiments.data import ucf101
+from skip_rnn.experiments.data.base import Batch, TaskData, epoch_batches
+from skip_rnn.experiments.data.sources import DataError, require_dir, require_file
 
 NUM_CLASSES = 157
 FPS = 6  # the feature archive keeps every 4th frame of 24
@@ -47,8 +47,8 @@ FEATURES = "Charades_v1_features_rgb"
 CACHE = "Charades_v1_features_rgb_npy"
 HOW_TO = (f"Download Charades.zip (Charades_v1_train.csv, Charades_v1_test.csv) and {FEATURES}"
           ".tar.gz from https://prior.allenai.org/projects/charades, extract both into "
-          "config.data.dir; layout in skip_rnn/data/charades.py (or the README's Charades "
-          "section).")
+          "config.data.dir; layout in skip_rnn/experiments/data/charades.py (or the README's "
+          "Charades section).")
 
 
 def parse_actions(text: str) -> np.ndarray:

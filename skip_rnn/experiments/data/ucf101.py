@@ -24,10 +24,11 @@ import re
 import ml_collections
 import numpy as np
 
-from skip_rnn.data.base import Batch, TaskData, check_finite, epoch_batches
-from skip_rnn.data.sources import DataError, require_dir, require_file
+from skip_rnn.experiments.data.base import Batch, TaskData, check_finite, epoch_batches
+from skip_rnn.experiments.data.sources import DataError, require_dir, require_file
 
-HOW_TO = "See the expected layout in skip_rnn/data/ucf101.py (or the README's UCF-101 section)."
+HOW_TO = ("See the expected layout in skip_rnn/experiments/data/ucf101.py (or the README's "
+          "UCF-101 section).")
 
 
 class Videos:

@@ -1,6 +1,6 @@
 """A run's bookkeeping, typed: what each member reached (best, solved, settled) and the config
-the run was made with. Saved as JSON with every checkpoint (:mod:`skip_rnn.checkpoints`) and
-written to ``results.json``.
+the run was made with. Saved as JSON with every checkpoint
+(:mod:`skip_rnn.experiments.checkpoints`) and written to ``results.json``.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from typing import Any, NamedTuple
 
 import ml_collections
 
-from skip_rnn.configuration import ConfigError
+from skip_rnn.experiments.configuration import ConfigError
 
 VERSION = 2  # 1: the free-form dict of earlier versions (no saved config), refused
 
