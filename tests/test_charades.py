@@ -135,16 +135,16 @@ def test_localization_map_by_hand():
 def test_per_step_loss_averages_over_valid_frames_only():
     import jax.numpy as jnp
 
-    from skip_rnn.experiments import trainer
+    from skip_rnn.experiments import losses
 
     logits = jnp.zeros((2, 4, 3))
     targets = jnp.zeros((2, 4, 3)).at[0, 0, 1].set(1.0)
     lengths = jnp.array([4, 2])
-    out = trainer.per_step_metrics(logits, targets, lengths)
+    out = losses.per_step_metrics(logits, targets, lengths)
     np.testing.assert_allclose(out["loss"], [np.log(2), np.log(2)], rtol=1e-6)  # σ(0) = 1/2
     np.testing.assert_array_equal(out["weight"], [4, 2])
     poisoned = logits.at[1, 2:].set(50.0)  # padding: any prediction costs nothing
-    np.testing.assert_array_equal(trainer.per_step_metrics(poisoned, targets, lengths)["loss"],
+    np.testing.assert_array_equal(losses.per_step_metrics(poisoned, targets, lengths)["loss"],
                                   out["loss"])
     confident = logits.at[0, 0, 1].set(30.0)  # the one positive, predicted: less loss
-    assert trainer.per_step_metrics(confident, targets, lengths)["loss"][0] < out["loss"][0]
+    assert losses.per_step_metrics(confident, targets, lengths)["loss"][0] < out["loss"][0]
