@@ -27,14 +27,13 @@ import signal
 import time
 
 import jax
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
 from jax.experimental import multihost_utils
 from jax.sharding import NamedSharding, PartitionSpec
 
 from skip_rnn import flops
-from skip_rnn.base import Array, Cell, Params
+from skip_rnn.base import Array, Cell, Params, where_rows
 from skip_rnn.experiments import data, figures, models, records
 from skip_rnn.experiments.checkpoints import Checkpoints
 from skip_rnn.experiments.configuration import ConfigError, as_json, check_config, resolve
@@ -321,9 +320,8 @@ class _TrainLoop:
             self.writer.write(step, "test", self.members, test)
             for m in np.flatnonzero(improved):
                 members[m].best = {"step": step, "validation": validation[m], "test": test[m]}
-            self.best_params = jax.tree.map(
-                lambda new, old: jnp.where(improved.reshape((-1,) + (1,) * (new.ndim - 1)),
-                                           new, old), state.params, self.best_params)
+            self.best_params = jax.tree.map(lambda new, old: where_rows(improved, new, old),
+                                            state.params, self.best_params)
             self.checkpoints.save(self.checkpoints.best, step, {"params": self.best_params},
                                   self.record)
         has_gate = self.config.model.cell.startswith("skip_")
