@@ -19,7 +19,9 @@ from skip_rnn.experiments.checkpoints import Checkpoints
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def tiny_config(name: str, **data):
+def tiny_config(name: str, **data_values):
+    """``configs/<name>.py`` at tiny sizes (2 steps, 4 units, batches of 8), with
+    ``config.data`` values overridden by ``data_values``; shared by every test file."""
     config = importlib.import_module(f"configs.{name}").get_config()
     config.model.hidden_size = 4
     config.batch_size = 8
@@ -35,7 +37,7 @@ def tiny_config(name: str, **data):
              "imdb": {"seq_length": 12, "vocab_size": 50, "source": "csv"},
              "ucf101": {"seq_length": 10},
              "charades": {"seq_length": 10, "num_eval_frames": 4}}
-    for key, value in {**sizes.get(name, {}), **data}.items():
+    for key, value in {**sizes.get(name, {}), **data_values}.items():
         config.data[key] = value
     if name == "imdb":
         config.model.embedding_size = 6
