@@ -20,8 +20,8 @@ import jax
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from skip_rnn import configuration, trainer
-from skip_rnn.data.sources import DataError
+from skip_rnn.experiments import configuration, trainer
+from skip_rnn.experiments.data.sources import DataError
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
 DEFAULT_CONFIG = os.path.join("configs", "adding.py")

@@ -1,11 +1,11 @@
 """What pacing the training loop costs: waiting for step n before dispatching step n + 2.
 
-The trainer's loop (:class:`skip_rnn.trainer._TrainLoop`) keeps at most two steps on the
-device, so that its progress bar, time limit and Ctrl-C act within one step. Against it, the
-loop of earlier versions: dispatch freely, wait only every ``log_every`` (100) steps. Both run
-the trainer's own jitted step (:func:`skip_rnn.trainer.make_steps`, one member) on the
-trainer's own batches (:func:`skip_rnn.sharding.train_batch`, made on the host each step),
-alternating, ``--repeats`` rounds of ``--steps`` steps; medians quoted.
+The trainer's loop (:class:`skip_rnn.experiments.trainer._TrainLoop`) keeps at most two steps
+on the device, so that its progress bar, time limit and Ctrl-C act within one step. Against it,
+the loop of earlier versions: dispatch freely, wait only every ``log_every`` (100) steps. Both
+run the trainer's own jitted step (:func:`skip_rnn.experiments.steps.make_steps`, one member)
+on the trainer's own batches (:func:`skip_rnn.experiments.sharding.train_batch`, made on the
+host each step), alternating, ``--repeats`` rounds of ``--steps`` steps; medians quoted.
 
     python -m benchmarks.loop_sync [--configs=adding,mnist] [--steps=100] [--repeats=5]
 """
@@ -21,7 +21,8 @@ import jax
 import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec
 
-from skip_rnn import data, models, sharding, trainer
+from skip_rnn.experiments import data, models, population, sharding
+from skip_rnn.experiments.steps import make_optimizer, make_steps
 
 MNIST_STEPS = 10  # sequential MNIST takes ≈1.3 s a step on a 2-core CPU
 
@@ -30,9 +31,9 @@ def loops(config):
     """``{"paced": run, "ahead": run}``: each ``run(state, first_step, steps) -> state``."""
     task = data.load(config)
     cell = models.make_cell(config.model)
-    members = trainer.population(config)
+    members = population.population(config)
     mesh = sharding.make_mesh(config, jax.devices())
-    _, train_step, _ = trainer.make_steps(cell, config, task, members, mesh)
+    _, train_step, _ = make_steps(cell, config, task, members, mesh)
     layout = NamedSharding(mesh, PartitionSpec("member", "batch"))
 
     def dispatch(state, step):
@@ -55,9 +56,9 @@ def loops(config):
                 jax.device_get(metrics)
         return jax.block_until_ready(state)
 
-    params = trainer.init_population(cell, task, members)
-    tx = trainer.make_optimizer(config, config.num_train_steps)
-    state = sharding.place_members(trainer.initial_train_state(tx, params), mesh)
+    params = population.init_population(cell, task, members)
+    tx = make_optimizer(config, config.num_train_steps)
+    state = sharding.place_members(population.initial_train_state(tx, params), mesh)
     return {"paced": paced, "ahead": ahead}, paced(state, 0, 2)  # compiled, warm
 
 

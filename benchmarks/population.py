@@ -1,8 +1,8 @@
 """What a population costs: the trainer's jitted step with M members vs one model.
 
-The step is :func:`skip_rnn.trainer.make_steps`'s (Skip LSTM, the adding task's loss, budget
-loss, clip + Adam, ``jax.vmap`` over members), each member with its own batch of the paper's
-size 256. Every M is compiled and warmed up, then the M are timed in alternation,
+The step is :func:`skip_rnn.experiments.steps.make_steps`'s (Skip LSTM, the adding task's
+loss, budget loss, clip + Adam, ``jax.vmap`` over members), each member with its own batch of
+the paper's size 256. Every M is compiled and warmed up, then the M are timed in alternation,
 ``--repeats`` rounds of ``--steps`` back-to-back steps; medians quoted. A ratio near 1 for
 M = 4 means four seeds cost barely more than one (a GPU's spare parallelism); near 4, that
 they cost four runs (a small CPU).
@@ -20,7 +20,8 @@ import jax
 import numpy as np
 
 from configs import adding
-from skip_rnn import data, models, sharding, trainer
+from skip_rnn.experiments import data, models, population, sharding
+from skip_rnn.experiments.steps import make_steps
 
 
 def timed_steps(config, num_members: int, steps: int):
@@ -28,11 +29,11 @@ def timed_steps(config, num_members: int, steps: int):
     config.num_seeds = num_members
     task = data.load(config)
     cell = models.make_cell(config.model)
-    members = trainer.population(config)
+    members = population.population(config)
     mesh = sharding.make_mesh(config, jax.devices()[:1])
-    tx, train_step, _ = trainer.make_steps(cell, config, task, members, mesh)
-    params = trainer.init_population(cell, task, members)
-    state = trainer.initial_train_state(tx, params)
+    tx, train_step, _ = make_steps(cell, config, task, members, mesh)
+    params = population.init_population(cell, task, members)
+    state = population.initial_train_state(tx, params)
     batch = jax.device_put(sharding.stack_members([task.train_batch(m.seed, 0) for m in members]))
 
     def run(state):

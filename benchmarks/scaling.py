@@ -1,8 +1,9 @@
 """Scaling out: training steps per second on 1, 2, 4, ... devices, side by side in one process.
 
-The step is the trainer's own (:func:`skip_rnn.trainer.make_steps`, the adding task at the
-paper's sizes: Skip LSTM, H=110, T=50, batch 256 per member), each step with its batch built
-on the host and placed on the mesh as the trainer does (:func:`skip_rnn.sharding.train_batch`).
+The step is the trainer's own (:func:`skip_rnn.experiments.steps.make_steps`, the adding task
+at the paper's sizes: Skip LSTM, H=110, T=50, batch 256 per member), each step with its batch
+built on the host and placed on the mesh as the trainer does
+(:func:`skip_rnn.experiments.sharding.train_batch`).
 Device counts use the first N of ``jax.devices()``; on a CPU the process makes
 ``max(--devices)`` host devices (``jax_num_cpu_devices``), which share the machine's cores:
 more devices than cores cannot go faster. Every count is compiled and warmed up, then the
@@ -24,7 +25,8 @@ import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec
 
 from configs import adding
-from skip_rnn import configuration, data, models, sharding, trainer
+from skip_rnn.experiments import configuration, data, models, population, sharding
+from skip_rnn.experiments.steps import make_steps
 
 
 def timed_steps(config, devices: list, steps: int):
@@ -33,10 +35,10 @@ def timed_steps(config, devices: list, steps: int):
     configuration.check_config(config, len(devices))
     mesh = sharding.make_mesh(config, devices)
     task, cell = data.load(config), models.make_cell(config.model)
-    members = trainer.population(config)
-    tx, train_step, _ = trainer.make_steps(cell, config, task, members, mesh)
-    params = trainer.init_population(cell, task, members)
-    state = sharding.place_members(trainer.initial_train_state(tx, params), mesh)
+    members = population.population(config)
+    tx, train_step, _ = make_steps(cell, config, task, members, mesh)
+    params = population.init_population(cell, task, members)
+    state = sharding.place_members(population.initial_train_state(tx, params), mesh)
     layout = NamedSharding(mesh, PartitionSpec("member", "batch"))
     seeds = [m.seed for m in members]
 

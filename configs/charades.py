@@ -7,7 +7,8 @@ element-wise binary cross-entropy at every frame.
 Paper, Table 3 (mAP on 100 equally spaced frames per video of Charades_v1_test.csv, which the
 paper calls validation): Skip GRU λ=1e-4 8.76 with 100.8 ± 28.1 of 172.9 ± 47.4 frames; GRU
 p_skip=0.4 8.81 with 103.6; Skip LSTM λ=1e-2 7.86 with 17.4; LSTM 8.40, GRU 8.70 (every frame).
-Data: the official CSVs and fc7 RGB feature archive, layout in skip_rnn/data/charades.py.
+Data: the official CSVs and fc7 RGB feature archive, layout in
+skip_rnn/experiments/data/charades.py.
 The paper gives no number of epochs for Charades; num_epochs below is ours.
 """
 

@@ -14,8 +14,8 @@ file split 80/10/10), the test split is not the paper's test set: results must s
 """
 
 from configs.common import base_config
-from skip_rnn.data import imdb
-from skip_rnn.data.download import cache_dir
+from skip_rnn.experiments.data import imdb
+from skip_rnn.experiments.data.download import cache_dir
 
 
 def get_config():

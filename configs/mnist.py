@@ -12,8 +12,8 @@ GRU 0.968 ± 0.013 (784 updates).
 """
 
 from configs.common import base_config
-from skip_rnn.data import mnist
-from skip_rnn.data.download import cache_dir
+from skip_rnn.experiments.data import mnist
+from skip_rnn.experiments.data.download import cache_dir
 
 
 def get_config():

@@ -5,7 +5,7 @@ r"""UCF-101 action classification (§4.5): 2 x 512 units, the gate reads the top
 
 Paper, Table 5 (split 1): Skip LSTM λ=1e-4 accuracy 0.790 with 7.6 of 250 updates; Skip GRU
 λ=1e-4 0.793 with 23.7; LSTM 0.671, GRU 0.791 (250 updates). Data: per-video frame features,
-layout in skip_rnn/data/ucf101.py.
+layout in skip_rnn/experiments/data/ucf101.py.
 """
 
 from configs.common import base_config

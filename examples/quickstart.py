@@ -29,8 +29,8 @@ import numpy as np
 import optax
 
 import skip_rnn as sr
-from skip_rnn import figures
-from skip_rnn.data import adding
+from skip_rnn.experiments import figures
+from skip_rnn.experiments.data import adding
 
 SOLVED_MSE = 0.01 * adding.TARGET_VARIANCE  # 1.67e-3, as the paper counts "solved"
 

@@ -29,7 +29,7 @@ mnist_dir=()
 [ -n "${MNIST:-}" ] && mnist_dir=(--config.data.dir="$MNIST")
 
 # A two-step run first: a broken install fails here in seconds, not minutes.
-python3 -m skip_rnn.reproduce --table=1 --workdir=$W/smoke --num_seeds=2 --models=skip_gru \
+python3 -m skip_rnn.experiments.reproduce --table=1 --workdir=$W/smoke --num_seeds=2 --models=skip_gru \
   --num_train_steps=2 --set=eval_every=2 --set=data.seq_length=10 --set=data.num_eval=8 \
   --set=model.hidden_size=4 --set=batch_size=8 --set=eval_batch_size=8 > "$OUTDIR/smoke.log" 2>&1 \
   || { cat "$OUTDIR/smoke.log"; exit 1; }
@@ -63,13 +63,13 @@ for part in $PARTS; do
     done ;;
   table1|table2)
     n=${part#table}
-    python3 -m skip_rnn.reproduce --table=$n --help | sed -n '/^Tables/,$p' | grep "^  $n:" \
+    python3 -m skip_rnn.experiments.reproduce --table=$n --help | sed -n '/^Tables/,$p' | grep "^  $n:" \
       | sed 's/.*rows //; s/;.*//; s/, /\n/g' | while read -r row; do
-      python3 -m skip_rnn.reproduce --table=$n --workdir=$W/table$n --models=$row \
+      python3 -m skip_rnn.experiments.reproduce --table=$n --workdir=$W/table$n --models=$row \
         --set=stop_when_settled=true --set=num_train_steps=${TABLE_STEPS:-30000} \
         --set=max_train_seconds=${TABLE_SECONDS:-120} > $W/logs/table${n}_$row.log 2>&1
     done
-    python3 -m skip_rnn.reproduce --table=$n --workdir=$W/table$n --collect \
+    python3 -m skip_rnn.experiments.reproduce --table=$n --workdir=$W/table$n --collect \
       > $W/logs/table$n.txt 2>&1 ;;
   *) echo "unknown part $part"; exit 2 ;;
   esac

@@ -2,6 +2,10 @@
 
 >>> import skip_rnn as sr
 >>> cell = sr.skip(sr.lstm(110))
+
+The library: ``import skip_rnn`` loads JAX and nothing of the paper's harness
+(:mod:`skip_rnn.experiments`: trainer, data, checkpoints, figures), nor Flax until
+:func:`from_linen` or :mod:`skip_rnn.linen` / :mod:`skip_rnn.nnx` is used.
 """
 
 from importlib.metadata import version as _version
@@ -17,12 +21,25 @@ from skip_rnn.budget import (
 from skip_rnn.cells import LSTMState, gru, lstm, stack
 from skip_rnn.flops import flops_per_update
 from skip_rnn.inference import JumpInfo, JumpStream, jump_stream, jump_unroll
-from skip_rnn.linen import from_linen
 from skip_rnn.random_skip import random_skip
 from skip_rnn.skip import SkipCell, SkipState, skip, skips_after_update, straight_through
 from skip_rnn.unroll import mask_padding, unroll
 
 __version__ = _version("skip-rnn")  # the installed package's (pyproject.toml)
+
+
+def __getattr__(name: str):
+    # Flax, and with it absl, load on the first use of sr.from_linen, not with the library.
+    if name == "from_linen":
+        from skip_rnn.linen import from_linen
+
+        globals()[name] = from_linen
+        return from_linen
+    raise AttributeError(f"module 'skip_rnn' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})
 
 __all__ = [
     "Cell",

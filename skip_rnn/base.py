@@ -12,6 +12,7 @@ from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import jax
+import jax.numpy as jnp
 
 Array = jax.Array
 PRNGKey = jax.Array
@@ -60,3 +61,18 @@ class Cell(NamedTuple):
     step: Callable[..., tuple[State, Any]]
     output: Callable[[State], Array]
     gate_input: Callable[[State], Array]
+
+
+def where_rows(keep_new: Array, new: Array, old: Array) -> Array:
+    """Row-wise ``jnp.where``: ``keep_new`` ``[B]`` picks ``new[b]`` or ``old[b]`` (``[B, ...]``).
+
+    The one row-wise select: padded steps (:func:`skip_rnn.unroll`), the jumping runners'
+    finished sequences, the skip gate's copy (:func:`skip_rnn.skip.select`, its
+    differentiable form); any leading axis works, e.g. the members of a population.
+    """
+    return jnp.where(as_rows(keep_new, new), new, old)
+
+
+def as_rows(values: Array, like: Array) -> Array:
+    """``values`` ``[B]`` as ``[B, 1, ...]``, to broadcast against ``like`` ``[B, ...]``."""
+    return values.reshape(values.shape + (1,) * (like.ndim - values.ndim))

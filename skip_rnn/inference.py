@@ -22,9 +22,9 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from skip_rnn.base import Array, Output, Params
-from skip_rnn.skip import SkipCell, SkipState, skips_after_update
-from skip_rnn.unroll import checked_lengths, unroll, where_rows
+from skip_rnn.base import Array, Output, Params, where_rows
+from skip_rnn.skip import SkipCell, SkipState, skips_after_update, u_tilde_after
+from skip_rnn.unroll import checked_lengths, unroll
 
 
 class JumpInfo(NamedTuple):
@@ -176,8 +176,8 @@ def _dense_outputs(h_at, at, delta_u_at, limit, h0, mask_padding: bool) -> Outpu
     h = jnp.where(last_h >= 0, of_update(h_at, last_h), h0[:, None])
     delta_u = of_update(delta_u_at, last)
     before = last - u.astype(jnp.int32)  # the last update strictly before each step
-    since = (steps - of_update(at, before)).astype(delta_u_at.dtype)
-    u_tilde = jnp.where(before >= 0, jnp.minimum(since * of_update(delta_u_at, before), 1), 1)
+    since = steps - of_update(at, before)
+    u_tilde = jnp.where(before >= 0, u_tilde_after(since, of_update(delta_u_at, before)), 1)
     if mask_padding:
         valid = steps[None, :] < limit[:, None]
         delta_u, u_tilde = (jnp.where(valid, v, 0) for v in (delta_u, u_tilde))
@@ -189,7 +189,7 @@ def _skipped_to_end(state: SkipState, at: Array, limit: Array) -> SkipState:
     last = jnp.take_along_axis(at, jnp.maximum(state.num_updates - 1, 0)[:, None], 1)[:, 0]
     updated = state.num_updates > 0
     num_skips = jnp.where(updated, limit - 1 - last, 0).astype(jnp.int32)
-    u_tilde = jnp.minimum((num_skips + 1).astype(state.delta_u.dtype) * state.delta_u, 1)
+    u_tilde = u_tilde_after(num_skips + 1, state.delta_u)
     return state._replace(num_skips=num_skips, u_tilde=jnp.where(updated, u_tilde, 1))
 
 

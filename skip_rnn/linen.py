@@ -8,10 +8,10 @@
   cells for ``nn.RNN``; they hold one parameter pytree (the pure cell's, under the name
   ``"cell"``) and take Flax's ``dtype=`` and ``param_dtype=``.
 
-Every module calls the pure ``step`` of :func:`skip_rnn.skip`; no equation is implemented
-twice. ``nn.RNN(SkipLSTMCell(110))(xs)`` returns the :class:`skip_rnn.Output` of every step
-(leaves ``[B, T, ...]``); with ``seq_lengths``, mask it with :func:`skip_rnn.mask_padding`
-(see :class:`Skip`).
+Every module calls the pure step of :func:`skip_rnn.skip` (:func:`skip_rnn.skip.gated_step`);
+no equation is implemented twice. ``nn.RNN(SkipLSTMCell(110))(xs)`` returns the
+:class:`skip_rnn.Output` of every step (leaves ``[B, T, ...]``); with ``seq_lengths``, mask it
+with :func:`skip_rnn.mask_padding` (see :class:`Skip`).
 
 Example:
   >>> import jax, jax.numpy as jnp, flax.linen as nn
@@ -40,7 +40,7 @@ from jax.typing import DTypeLike
 
 from skip_rnn import cells
 from skip_rnn.base import Array, Cell, Output, Params, PRNGKey, State
-from skip_rnn.skip import SkipCell, SkipState, skip
+from skip_rnn.skip import SkipState, gated_step, init_gate, initial_skip_state, skip
 
 
 class PureCell(nn.RNNCellBase):
@@ -257,30 +257,24 @@ class Skip(nn.RNNCellBase):
 
     @nn.compact
     def __call__(self, carry: SkipState, inputs: Array) -> tuple[SkipState, Output]:
-        """One step: ``carry`` as from :meth:`initialize_carry`, ``inputs`` ``[B, ..., F]``."""
-        cell = self._skip_cell(inputs.shape)
-        w_p = self.param("w_p", lambda key: cell.init(key, inputs.shape[-1])["w_p"])
-        b_p = self.param("b_p", lambda key: cell.init(key, inputs.shape[-1])["b_p"])
+        """One step: ``carry`` as from :meth:`initialize_carry`, ``inputs`` ``[B, ..., F]``.
+
+        The child is called in place, its parameters in its own scope; the gate's are drawn
+        as :func:`skip_rnn.skip` draws them (:func:`skip_rnn.skip.init_gate`)."""
+        size = default_gate_input(carry.cell).shape[-1]
+        w_p = self.param("w_p", lambda key: init_gate(key, size, self.update_bias)["w_p"])
+        b_p = self.param("b_p", lambda key: init_gate(key, size, self.update_bias)["b_p"])
         key = self.make_rng("skip") if self.binarize == "bernoulli" else None
-        return cell.step({"cell": None, "w_p": w_p, "b_p": b_p}, carry, inputs, key)
+        return gated_step(self.cell, default_gate_input, default_output, {"w_p": w_p, "b_p": b_p},
+                          carry, inputs, key, binarize=self.binarize,
+                          max_updates=self.max_updates, gradient=self.gradient)
 
     @nn.nowrap
     def initialize_carry(self, rng: PRNGKey, input_shape: tuple[int, ...]) -> SkipState:
-        """The wrapped cell's initial carry inside a :class:`skip_rnn.SkipState` (``ũ_1 = 1``)."""
-        cell = self._skip_cell(input_shape, self.cell.initialize_carry(rng, input_shape))
-        return cell.initial_state({"cell": None, "b_p": jnp.zeros((), jnp.float32)},
-                                  input_shape[0])
-
-    @nn.nowrap
-    def _skip_cell(self, input_shape: tuple[int, ...], carry: State | None = None) -> SkipCell:
-        """:func:`skip_rnn.skip` of the child called in place, its parameters in its scope."""
-        child = from_linen(self.cell, spatial_shape=tuple(input_shape[1:-1]))._replace(
-            init=lambda key, input_size: None,
-            step=lambda params, state, x, key=None: self.cell(state, x),
-        )
-        if carry is not None:
-            child = child._replace(initial_state=lambda params, batch_size: carry)
-        return skip(child, self.binarize, self.update_bias, self.max_updates, self.gradient)
+        """The wrapped cell's initial carry inside a :class:`skip_rnn.SkipState` (``ũ_1 = 1``,
+        the gate float32)."""
+        return initial_skip_state(self.cell.initialize_carry(rng, input_shape), input_shape[0],
+                                  jnp.float32)
 
     @property
     def num_feature_axes(self) -> int:

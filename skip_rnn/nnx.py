@@ -1,8 +1,9 @@
 """Flax NNX adapter: :func:`skip_rnn.skip` of any NNX recurrent cell, usable in ``nnx.RNN``.
 
 ``Skip(cell)`` holds the wrapped cell as ``.cell`` and the gate's ``nnx.Param``s ``w_p``
-``[D]`` and ``b_p`` ``[]``, and calls the pure ``step`` of :func:`skip_rnn.skip`, the same
-function the Linen :class:`skip_rnn.linen.Skip` calls: same parameters, same numbers.
+``[D]`` and ``b_p`` ``[]``, and calls :func:`skip_rnn.skip.gated_step`, the step of
+:func:`skip_rnn.skip` and the function the Linen :class:`skip_rnn.linen.Skip` calls: same
+parameters, same numbers.
 
 Example:
   >>> import jax.numpy as jnp
@@ -28,9 +29,16 @@ from collections.abc import Callable
 
 from flax import nnx
 
-from skip_rnn.base import Array, Cell, Output, Params, State
+from skip_rnn.base import Array, Output, Params
 from skip_rnn.linen import default_gate_input, default_output
-from skip_rnn.skip import SkipCell, SkipState, skip
+from skip_rnn.skip import (
+    SkipState,
+    check_settings,
+    gate_dtype,
+    gated_step,
+    init_gate,
+    initial_skip_state,
+)
 
 
 class Skip(nnx.RNNCellBase):
@@ -58,19 +66,24 @@ class Skip(nnx.RNNCellBase):
         gradient: str = "eq5",
         rngs: nnx.Rngs,
     ):
+        check_settings(binarize, max_updates, gradient)
         self.cell = cell
         self.binarize, self.update_bias = binarize, update_bias
         self.max_updates, self.gradient = max_updates, gradient
-        gate = self._skip_cell().init(rngs.params(), cell.in_features)
+        # A carry made here only sizes w_p; the gate is drawn as skip_rnn.skip draws it.
+        carry = cell.initialize_carry((1, cell.in_features), nnx.Rngs(0))
+        gate = init_gate(rngs.params(), default_gate_input(carry).shape[-1], update_bias)
         self.w_p = nnx.Param(gate["w_p"])
         self.b_p = nnx.Param(gate["b_p"])
         self.rngs = rngs.skip.fork() if binarize == "bernoulli" else nnx.data(None)
 
     def __call__(self, carry: SkipState, inputs: Array) -> tuple[SkipState, Output]:
-        """One step: ``carry`` as from :meth:`initialize_carry`, ``inputs`` ``[B, F]``."""
+        """One step: ``carry`` as from :meth:`initialize_carry`, ``inputs`` ``[B, F]``; the
+        wrapped cell is called in place (its parameters are its own)."""
         key = self.rngs() if self.binarize == "bernoulli" else None
-        params = {"cell": None, "w_p": self.w_p[...], "b_p": self.b_p[...]}
-        return self._skip_cell().step(params, carry, inputs, key)
+        return gated_step(self.cell, default_gate_input, default_output, self._gate(), carry,
+                          inputs, key, binarize=self.binarize, max_updates=self.max_updates,
+                          gradient=self.gradient)
 
     def initialize_carry(
         self,
@@ -80,26 +93,12 @@ class Skip(nnx.RNNCellBase):
     ) -> SkipState:
         """The wrapped cell's initial carry (``rngs``, ``carry_init`` go to it) inside a
         :class:`skip_rnn.SkipState` (``ũ_1 = 1``)."""
-        cell = self._skip_cell(self.cell.initialize_carry(input_shape, rngs, carry_init))
-        return cell.initial_state({"cell": None, "b_p": self.b_p[...]}, input_shape[0])
+        return initial_skip_state(self.cell.initialize_carry(input_shape, rngs, carry_init),
+                                  input_shape[0], gate_dtype(self._gate()))
 
-    def _skip_cell(self, carry: State | None = None) -> SkipCell:
-        """:func:`skip_rnn.skip` of ``self.cell``, called in place (its parameters are its own),
-        starting from ``carry``; without it, from a carry made here, which only sizes ``w_p``."""
-
-        def initial_state(params: Params, batch_size: int) -> State:
-            if carry is not None:
-                return carry
-            return self.cell.initialize_carry((batch_size, self.cell.in_features), nnx.Rngs(0))
-
-        child = Cell(
-            init=lambda key, input_size: None,
-            initial_state=initial_state,
-            step=lambda params, state, x, key=None: self.cell(state, x),
-            output=default_output,
-            gate_input=default_gate_input,
-        )
-        return skip(child, self.binarize, self.update_bias, self.max_updates, self.gradient)
+    def _gate(self) -> Params:
+        """The gate's parameters as :func:`skip_rnn.skip.gated_step` reads them."""
+        return {"w_p": self.w_p[...], "b_p": self.b_p[...]}
 
     @property
     def num_feature_axes(self) -> int:

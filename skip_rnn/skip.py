@@ -41,13 +41,14 @@ A bfloat16 ``ũ`` would round ``(k + 1)·Δũ`` to 8 bits. ``w_p`` and ``b_p`` a
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import Literal, NamedTuple
 
 import jax
 import jax.numpy as jnp
 
-from skip_rnn.base import Array, Cell, Output, Params, PRNGKey, State
+from skip_rnn.base import Array, Cell, Output, Params, PRNGKey, State, as_rows, where_rows
 
 GRADIENTS = ("paper", "eq5", "reference_code")
 
@@ -124,7 +125,7 @@ def skips_after_update(delta_u: Array) -> Array:
     n = jnp.minimum(jnp.ceil(0.5 / delta_u), _MAX_STEPS)
     # ceil(0.5 / Δũ) is within [-1, 2] of the exact minimum; test the four candidates.
     candidates = n[..., None] + jnp.arange(-2, 2, dtype=n.dtype)
-    ok = (candidates >= 1) & (candidates * delta_u[..., None] >= 0.5)
+    ok = (candidates >= 1) & (u_tilde_after(candidates, delta_u[..., None]) >= 0.5)
     n = jnp.min(jnp.where(ok, candidates, _MAX_STEPS), axis=-1)
     return n.astype(jnp.int32) - 1
 
@@ -140,10 +141,11 @@ def skip(
 
     Parameters: ``{"cell": <cell params>, "w_p": [D], "b_p": []}`` where ``D`` is the size of
     ``cell.gate_input(state)``; ``b_p`` starts at ``update_bias`` so that every step updates
-    early in training; ``w_p``, ``b_p`` float32. The state is a :class:`SkipState`; ``step``
-    emits an :class:`skip_rnn.Output`. A skipped step copies the whole wrapped state
-    bit-exactly. The wrapped cell computes in its own ``dtype`` (``out.h`` too); the gate in
-    float32 (:func:`gate_dtype`: ``out.u``, ``out.u_tilde``, ``out.delta_u``).
+    early in training; ``w_p``, ``b_p`` float32 (:func:`init_gate`). The state is a
+    :class:`SkipState`; ``step`` (:func:`gated_step`) emits an :class:`skip_rnn.Output`. A
+    skipped step copies the whole wrapped state bit-exactly. The wrapped cell computes in its
+    own ``dtype`` (``out.h`` too); the gate in float32 (:func:`gate_dtype`: ``out.u``,
+    ``out.u_tilde``, ``out.delta_u``).
 
     Args:
       cell: the wrapped cell (``lstm``, ``gru``, ``stack`` ...).
@@ -164,47 +166,21 @@ def skip(
       >>> out.u.shape, out.h.shape
       ((2, 5), (2, 5, 8))
     """
-    if binarize not in ("round", "bernoulli"):
-        raise ValueError(f"skip: `binarize` must be 'round' or 'bernoulli', got {binarize!r}.")
-    if max_updates is not None and (not isinstance(max_updates, int) or max_updates < 1):
-        raise ValueError(f"skip: `max_updates` must be a positive integer, got {max_updates!r}.")
-    if gradient not in GRADIENTS:
-        raise ValueError(f"skip: `gradient` must be one of {GRADIENTS}, got {gradient!r}.")
+    check_settings(binarize, max_updates, gradient)
 
     def init(key: PRNGKey, input_size: int) -> Params:
-        k_cell, k_gate = jax.random.split(key)
-        cell_params = cell.init(k_cell, input_size)
+        cell_params = cell.init(jax.random.split(key)[0], input_size)
         gate_size = cell.gate_input(cell.initial_state(cell_params, 1)).shape[-1]
-        w_p = jax.nn.initializers.lecun_normal()(k_gate, (gate_size, 1), jnp.float32)[:, 0]
-        return {"cell": cell_params, "w_p": w_p, "b_p": jnp.asarray(update_bias, jnp.float32)}
+        return {"cell": cell_params, **init_gate(key, gate_size, update_bias)}
 
     def initial_state(params: Params, batch_size: int) -> SkipState:
-        ones = jnp.ones((batch_size,), gate_dtype(params))
-        count = jnp.zeros((batch_size,), jnp.int32)
-        return SkipState(cell.initial_state(params["cell"], batch_size), ones, ones, count, count)
+        return initial_skip_state(cell.initial_state(params["cell"], batch_size), batch_size,
+                                  gate_dtype(params))
 
     def step(params: Params, state: SkipState, x: Array, key: PRNGKey | None = None):
-        hard = _binarize(binarize, state.u_tilde, key)
-        if max_updates is not None:
-            hard = jnp.where(state.num_updates < max_updates, hard, 0.0)
-        u = straight_through(state.u_tilde, hard)
-        candidate, _ = cell.step(params["cell"], state.cell, x)
-        cell_state = jax.tree.map(lambda new, old: select(u, new, old), candidate, state.cell)
-        new_delta_u = update_probability_delta(params, cell.gate_input(candidate))
-        delta_u = select(u, new_delta_u, state.delta_u)
-        if gradient == "paper":
-            delta_u = with_eq4_derivative(delta_u, params, cell.gate_input(cell_state))
-        num_skips = jnp.where(hard > 0, 0, state.num_skips + 1)
-        closed_form = jnp.minimum((num_skips + 1).astype(delta_u.dtype) * delta_u, 1)
-        new_state = SkipState(
-            cell=cell_state,
-            u_tilde=straight_through(next_u_tilde(gradient, u, state.u_tilde, delta_u),
-                                     closed_form),
-            delta_u=delta_u,
-            num_skips=num_skips,
-            num_updates=state.num_updates + hard.astype(jnp.int32),
-        )
-        return new_state, Output(cell.output(cell_state), u, state.u_tilde, delta_u)
+        return gated_step(functools.partial(cell.step, params["cell"]), cell.gate_input,
+                          cell.output, params, state, x, key, binarize=binarize,
+                          max_updates=max_updates, gradient=gradient)
 
     return SkipCell(
         init,
@@ -215,6 +191,99 @@ def skip(
         binarize=binarize,
         max_updates=max_updates,
     )
+
+
+def check_settings(binarize: str, max_updates: int | None, gradient: str) -> None:
+    """Refuses settings of :func:`skip` (``binarize``, ``max_updates``, ``gradient``) that it
+    does not know, naming the argument."""
+    if binarize not in ("round", "bernoulli"):
+        raise ValueError(f"skip: `binarize` must be 'round' or 'bernoulli', got {binarize!r}.")
+    if max_updates is not None and (not isinstance(max_updates, int) or max_updates < 1):
+        raise ValueError(f"skip: `max_updates` must be a positive integer, got {max_updates!r}.")
+    if gradient not in GRADIENTS:
+        raise ValueError(f"skip: `gradient` must be one of {GRADIENTS}, got {gradient!r}.")
+
+
+def init_gate(key: PRNGKey, gate_size: int, update_bias: float = 1.0) -> Params:
+    """The update gate's parameters as :func:`skip`'s ``init`` draws them from ``key``:
+    ``{"w_p": [gate_size], "b_p": []}``, ``w_p`` LeCun-normal from the second key of
+    ``jax.random.split(key)`` (the first initialises the wrapped cell), ``b_p = update_bias``;
+    float32. The Linen and NNX ``Skip`` adapters draw theirs with it."""
+    w_p = jax.nn.initializers.lecun_normal()(jax.random.split(key)[1], (gate_size, 1),
+                                               jnp.float32)[:, 0]
+    return {"w_p": w_p, "b_p": jnp.asarray(update_bias, jnp.float32)}
+
+
+def initial_skip_state(cell_state: State, batch_size: int, dtype: jnp.dtype) -> SkipState:
+    """The :class:`SkipState` around the wrapped cell's initial ``cell_state``: ``ũ_1 = 1`` (the
+    first step updates), ``Δũ = 1``, no skips nor updates yet; the gate's leaves in ``dtype``
+    (:func:`gate_dtype`)."""
+    ones = jnp.ones((batch_size,), dtype)
+    count = jnp.zeros((batch_size,), jnp.int32)
+    return SkipState(cell_state, ones, ones, count, count)
+
+
+def gated_step(
+    cell_step: Callable[[State, Array], tuple[State, object]],
+    gate_input: Callable[[State], Array],
+    output: Callable[[State], Array],
+    gate: Params,
+    state: SkipState,
+    x: Array,
+    key: PRNGKey | None = None,
+    *,
+    binarize: str = "round",
+    max_updates: int | None = None,
+    gradient: str = "eq5",
+) -> tuple[SkipState, Output]:
+    """One step of eqs. 2-5 around the wrapped cell: the ``step`` of :func:`skip`, and of the
+    Linen and NNX ``Skip`` adapters, whose wrapped cell holds its own parameters.
+
+    Args:
+      cell_step: ``cell_step(cell_state, x) -> (cell_state, _)``, the wrapped cell's step with
+        its parameters applied (``functools.partial(cell.step, params["cell"])``).
+      gate_input, output: the wrapped cell's (:class:`skip_rnn.Cell`).
+      gate: the gate's parameters, ``"w_p"`` ``[D]`` and ``"b_p"`` ``[]`` (other keys are not
+        read: a skip cell's whole parameters do).
+      state: the :class:`SkipState` ``s_{t-1}``; ``x``: the input ``[B, ...]``.
+      key: draws ``u_t`` with ``binarize="bernoulli"``.
+      binarize, max_updates, gradient: as in :func:`skip`.
+
+    Returns:
+      ``(state, out)``: the :class:`SkipState` ``s_t`` and the step's :class:`skip_rnn.Output`.
+    """
+    check_settings(binarize, max_updates, gradient)
+    hard = _binarize(binarize, state.u_tilde, key)
+    if max_updates is not None:
+        hard = jnp.where(state.num_updates < max_updates, hard, 0.0)
+    u = straight_through(state.u_tilde, hard)
+    candidate, _ = cell_step(state.cell, x)
+    cell_state = jax.tree.map(lambda new, old: select(u, new, old), candidate, state.cell)
+    new_delta_u = update_probability_delta(gate, gate_input(candidate))
+    delta_u = select(u, new_delta_u, state.delta_u)
+    if gradient == "paper":
+        delta_u = with_eq4_derivative(delta_u, gate, gate_input(cell_state))
+    num_skips = jnp.where(hard > 0, 0, state.num_skips + 1)
+    new_state = SkipState(
+        cell=cell_state,
+        u_tilde=straight_through(next_u_tilde(gradient, u, state.u_tilde, delta_u),
+                                 u_tilde_after(num_skips + 1, delta_u)),
+        delta_u=delta_u,
+        num_skips=num_skips,
+        num_updates=state.num_updates + hard.astype(jnp.int32),
+    )
+    return new_state, Output(output(cell_state), u, state.u_tilde, delta_u)
+
+
+def u_tilde_after(num_steps: Array, delta_u: Array) -> Array:
+    """Eq. 5 in closed form: ``ũ`` ``num_steps`` steps after an update with ``Δũ`` (after ``k``
+    skips, ``num_steps = k + 1``) is ``min(num_steps·Δũ, 1)``, computed in ``Δũ``'s dtype.
+
+    The one place this product is rounded: the forward pass of :func:`skip` (through
+    :func:`gated_step`), eq. 6's count (:func:`skips_after_update`) and the jumping runners'
+    ``ũ`` (:mod:`skip_rnn.inference`) all take it from here, so they agree bit for bit.
+    """
+    return jnp.minimum(jnp.asarray(num_steps).astype(delta_u.dtype) * delta_u, 1)
 
 
 def next_u_tilde(gradient: str, u: Array, u_tilde: Array, delta_u: Array) -> Array:
@@ -278,18 +347,19 @@ def select(u: Array, new: Array, old: Array) -> Array:
     Returns:
       ``[B, ...]``, the dtype of ``new``.
     """
-    return _select(u.reshape(u.shape + (1,) * (new.ndim - u.ndim)).astype(new.dtype), new, old)
+    return _select(u.astype(new.dtype), new, old)
 
 
 @jax.custom_jvp
 def _select(u: Array, new: Array, old: Array) -> Array:
-    return jnp.where(u > 0, new, old)
+    return where_rows(u > 0, new, old)
 
 
 @_select.defjvp
 def _select_jvp(primals: tuple[Array, Array, Array], tangents: tuple[Array, Array, Array]):
     (u, new, old), (du, dnew, dold) = primals, tangents
-    return _select(u, new, old), du * (new - old) + u * dnew + (1 - u) * dold
+    u_rows, du_rows = as_rows(u, new), as_rows(du, new)
+    return _select(u, new, old), du_rows * (new - old) + u_rows * dnew + (1 - u_rows) * dold
 
 
 def _binarize(kind: str, u_tilde: Array, key: PRNGKey | None) -> Array:

@@ -6,7 +6,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from skip_rnn.base import Array, Cell, Output, Params, PRNGKey, State
+from skip_rnn.base import Array, Cell, Output, Params, PRNGKey, State, where_rows
 
 
 def unroll(
@@ -126,7 +126,3 @@ def as_output(out: Array | Output) -> Output:
     ones = jnp.ones(out.shape[:1], jnp.promote_types(out.dtype, jnp.float32))
     return Output(out, ones, ones, ones)
 
-
-def where_rows(keep_new: Array, new: Array, old: Array) -> Array:
-    """Row-wise ``jnp.where``: ``keep_new`` ``[B]`` picks ``new[b]`` or ``old[b]``."""
-    return jnp.where(keep_new.reshape(keep_new.shape + (1,) * (new.ndim - 1)), new, old)

@@ -9,20 +9,10 @@ import shutil
 import numpy as np
 import pytest
 
-from configs import charades as charades_config
-from skip_rnn import data, localization
-from skip_rnn.data import charades
-from skip_rnn.data.sources import DataError
-
-
-def tiny_config(directory: str, **data):
-    config = charades_config.get_config()
-    config.batch_size = 8
-    config.data.dir = directory
-    config.data.seq_length = 10
-    for key, value in data.items():
-        config.data[key] = value
-    return config
+from skip_rnn.experiments import data, localization
+from skip_rnn.experiments.data import charades
+from skip_rnn.experiments.data.sources import DataError
+from tests.test_training import tiny_config
 
 
 def test_actions_become_frame_labels_at_6_fps():
@@ -40,7 +30,7 @@ def test_actions_become_frame_labels_at_6_fps():
 
 
 def test_loader_reads_the_official_layout(charades_dir, tmp_path):
-    task = data.load(tiny_config(charades_dir, cache_dir=str(tmp_path)))
+    task = data.load(tiny_config("charades", dir=charades_dir, cache_dir=str(tmp_path)))
     assert task.per_step and task.num_outputs == 157 and task.input_size == 8
     assert task.eval_sets["validation"].num_examples == 1  # 5% of 10, at least one
     assert task.steps_per_epoch == 1
@@ -68,7 +58,8 @@ def test_loader_reads_the_official_layout(charades_dir, tmp_path):
 
 def test_features_are_cached_on_first_read_and_read_from_the_cache_after(charades_dir,
                                                                          tmp_path):
-    test = charades.load(tiny_config(charades_dir, cache_dir=str(tmp_path))).eval_sets["test"]
+    config = tiny_config("charades", dir=charades_dir, cache_dir=str(tmp_path))
+    test = charades.load(config).eval_sets["test"]
     path = tmp_path / "TEST3.npy"
     assert not path.exists()
     first = test.take([2]).inputs[0, :3]
@@ -80,11 +71,11 @@ def test_features_are_cached_on_first_read_and_read_from_the_cache_after(charade
 
 def test_missing_or_malformed_data_fails_fast_with_how_to_get_it(charades_dir, tmp_path):
     with pytest.raises(DataError, match="prior.allenai.org"):
-        charades.load(tiny_config(str(tmp_path / "absent")))
+        charades.load(tiny_config("charades", dir=str(tmp_path / "absent")))
     for name in ("Charades_v1_train.csv", "Charades_v1_test.csv"):
         shutil.copy(os.path.join(charades_dir, name), tmp_path)
     with pytest.raises(DataError, match="10 videos listed in Charades_v1_train.csv have no"):
-        charades.load(tiny_config(str(tmp_path)))
+        charades.load(tiny_config("charades", dir=str(tmp_path)))
     video = tmp_path / "V1"
     video.mkdir()
     for frame in (1, 9):
@@ -135,16 +126,16 @@ def test_localization_map_by_hand():
 def test_per_step_loss_averages_over_valid_frames_only():
     import jax.numpy as jnp
 
-    from skip_rnn import trainer
+    from skip_rnn.experiments import losses
 
     logits = jnp.zeros((2, 4, 3))
     targets = jnp.zeros((2, 4, 3)).at[0, 0, 1].set(1.0)
     lengths = jnp.array([4, 2])
-    out = trainer.per_step_metrics(logits, targets, lengths)
+    out = losses.per_step_metrics(logits, targets, lengths)
     np.testing.assert_allclose(out["loss"], [np.log(2), np.log(2)], rtol=1e-6)  # σ(0) = 1/2
     np.testing.assert_array_equal(out["weight"], [4, 2])
     poisoned = logits.at[1, 2:].set(50.0)  # padding: any prediction costs nothing
-    np.testing.assert_array_equal(trainer.per_step_metrics(poisoned, targets, lengths)["loss"],
+    np.testing.assert_array_equal(losses.per_step_metrics(poisoned, targets, lengths)["loss"],
                                   out["loss"])
     confident = logits.at[0, 0, 1].set(30.0)  # the one positive, predicted: less loss
-    assert trainer.per_step_metrics(confident, targets, lengths)["loss"][0] < out["loss"][0]
+    assert losses.per_step_metrics(confident, targets, lengths)["loss"][0] < out["loss"][0]

@@ -7,9 +7,9 @@ import gzip
 import numpy as np
 import pytest
 
-from skip_rnn.data import adding, frequency, imdb, mnist, ucf101
-from skip_rnn.data.base import Batch, epoch_batches
-from skip_rnn.data.sources import DataError, read_idx
+from skip_rnn.experiments.data import adding, frequency, imdb, mnist, ucf101
+from skip_rnn.experiments.data.base import Batch, epoch_batches
+from skip_rnn.experiments.data.sources import DataError, read_idx
 from tests.test_training import tiny_config
 
 

@@ -17,7 +17,8 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
-from skip_rnn import configuration, trainer
+from skip_rnn.experiments import configuration, trainer
+from skip_rnn.experiments.checkpoints import Checkpoints
 from tests.test_reliability import TINY_FLAGS
 from tests.test_training import ROOT, tiny_config
 
@@ -69,7 +70,7 @@ def _log(workdir, process: int = 0) -> str:
 
 def _params(workdir) -> list[np.ndarray]:
     """The parameters in ``workdir/latest``, as NumPy arrays whatever devices saved them."""
-    checkpoints = trainer.Checkpoints(str(workdir))
+    checkpoints = Checkpoints(str(workdir))
     step = checkpoints.latest.latest_step()
     saved = checkpoints.latest.item_metadata(step)["tree"].tree
     like = jax.tree.map(lambda a: np.zeros(a.shape, a.dtype), saved,
@@ -134,7 +135,7 @@ _MEMBER_SHARDED = """
 import json, sys
 sys.path.insert(0, {root!r})
 import jax
-from skip_rnn import trainer
+from skip_rnn.experiments import trainer
 from tests.test_distributed import population_config
 
 run = trainer._TrainLoop.run

@@ -16,9 +16,9 @@ import pytest
 
 from configs import imdb as imdb_config
 from configs import mnist as mnist_config
-from skip_rnn.data import imdb, mnist
-from skip_rnn.data.download import cache_dir, extract_tar, fetch
-from skip_rnn.data.sources import DataError
+from skip_rnn.experiments.data import imdb, mnist
+from skip_rnn.experiments.data.download import cache_dir, extract_tar, fetch
+from skip_rnn.experiments.data.sources import DataError
 from tests.conftest import write_idx
 
 DATA = bytes(range(256)) * 40

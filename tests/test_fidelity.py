@@ -227,7 +227,7 @@ def test_random_skip_refuses_bad_input():
 
 def test_padding_fed_and_counted_the_papers_way_with_flops_and_seeded_embeddings(imdb_csv,
                                                                                  tmp_path):
-    from skip_rnn import trainer
+    from skip_rnn.experiments import data, population, trainer
     from tests.test_training import tiny_config
 
     config = tiny_config("imdb", dir=imdb_csv, mask_padding=False)
@@ -238,15 +238,15 @@ def test_padding_fed_and_counted_the_papers_way_with_flops_and_seeded_embeddings
         test = member["best"]["test"]
         assert test["updates_mean"] == 12 and test["updates_percent"] == 100.0
         assert test["inference_flops"] == 12 * per_update
-    task = trainer.data.load(config)
+    task = data.load(config)
     assert task.train_batch(0, 0).lengths is None
     assert task.eval_sets["test"].slice(0, 3).lengths is None
-    params = trainer.init_population(sr.lstm(4), task, trainer.population(config))
+    params = population.init_population(sr.lstm(4), task, population.population(config))
     assert not np.array_equal(params["embedding"][0], params["embedding"][1])
 
 
 def test_random_skip_member_and_the_reference_code_switch(tmp_path):
-    from skip_rnn import trainer
+    from skip_rnn.experiments import configuration, losses, models, trainer
     from tests.test_training import tiny_config
 
     config = tiny_config("adding")
@@ -256,22 +256,22 @@ def test_random_skip_member_and_the_reference_code_switch(tmp_path):
     assert results["config"]["model"]["gradient"] == "reference_code"
     assert results["config"]["model"]["init"] == "reference_code"
     assert results["config"]["regression_loss"] == "half_mse"
-    resolved = trainer.resolve(config).model  # the authors' GRU: TF 1.x's, biases r, z at 1
+    resolved = configuration.resolve(config).model  # the authors' GRU: TF 1.x's, r, z at 1
     assert (resolved.gru_reset_after, resolved.gru_gate_bias) == (False, 1.0)
-    gru_params = trainer.models.make_cell(resolved).init(jax.random.key(0), 2)
+    gru_params = models.make_cell(resolved).init(jax.random.key(0), 2)
     assert "b_hn" not in gru_params and np.all(np.asarray(gru_params["b"][:8]) == 1.0)
     test = results["members"][0]["best"]["test"]
     assert 40 < test["updates_percent"] < 60
     assert test["inference_flops"] == pytest.approx(
         test["updates_mean"] * sr.flops_per_update(sr.gru(4), 2))
-    losses = trainer.per_example_metrics(jnp.array([[1.0], [0.0]]), jnp.array([0.0, 2.0]), True,
-                                         "half_mse")
-    np.testing.assert_array_equal(losses["loss"], [0.5, 2.0])
-    np.testing.assert_array_equal(losses["metric"], [1.0, 4.0])
+    per_example = losses.per_example_metrics(jnp.array([[1.0], [0.0]]), jnp.array([0.0, 2.0]),
+                                             True, "half_mse")
+    np.testing.assert_array_equal(per_example["loss"], [0.5, 2.0])
+    np.testing.assert_array_equal(per_example["metric"], [1.0, 4.0])
 
 
 def test_reference_code_init_draws_glorot_over_x_and_h():
-    from skip_rnn import models
+    from skip_rnn.experiments import models
 
     cell = sr.skip(sr.stack([sr.lstm(64), sr.gru(32)]))
     params = models.reference_code_init(jax.random.key(0), cell.init(jax.random.key(1), 16))
@@ -297,13 +297,13 @@ def test_reference_code_init_draws_glorot_over_x_and_h():
 
 
 def test_eval_every_zero_means_once_per_epoch():
-    from skip_rnn import trainer
-    from skip_rnn.data import TaskData
+    from skip_rnn.experiments import steps
+    from skip_rnn.experiments.data import TaskData
     from tests.test_training import tiny_config
 
     config = tiny_config("mnist")
     config.eval_every = 0
     task = TaskData(None, {}, 1, 10, steps_per_epoch=214)
-    assert trainer.eval_every(config, task) == 214
+    assert steps.eval_every(config, task) == 214
     with pytest.raises(ValueError, match="eval_every must be > 0 for the synthetic task"):
-        trainer.eval_every(config, task._replace(steps_per_epoch=None))
+        steps.eval_every(config, task._replace(steps_per_epoch=None))

@@ -17,8 +17,9 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
-from skip_rnn import configuration, data, records, trainer
-from skip_rnn.data import Batch
+from skip_rnn.experiments import configuration, data, evaluation, figures, records, trainer
+from skip_rnn.experiments.checkpoints import Checkpoints
+from skip_rnn.experiments.data import Batch
 from tests.test_reliability import _tree_digest
 from tests.test_training import ROOT, tiny_config
 
@@ -110,7 +111,7 @@ def test_stop_when_settled_stops_once_the_gate_holds_still(tmp_path, mnist_dir):
 
 
 def test_reproduce_says_settled_cap_or_neither():
-    from skip_rnn.reproduce import _steps
+    from skip_rnn.experiments.reproduce import _steps
 
     result = {"steps": 30000, "stop_when_settled": True, "num_train_steps": 30000}
     assert _steps({**result, "steps": 14500}, {"settled": 4, "runs": 4}) == "14,500, settled"
@@ -165,7 +166,7 @@ def test_run_length_and_reporting_keys_may_change_on_resume():
 
 
 def test_a_workdir_of_an_earlier_version_is_refused(tmp_path):
-    checkpoints = trainer.Checkpoints(str(tmp_path))
+    checkpoints = Checkpoints(str(tmp_path))
     old = {"members": [{"seed": 0, "cost_per_sample": 1e-5, "best": None}], "seconds": 1.0}
     checkpoints.latest.save(2, args=ocp.args.Composite(
         tree=ocp.args.StandardSave({"w": np.zeros(2)}), meta=ocp.args.JsonSave(old)))
@@ -231,7 +232,7 @@ def test_a_signal_stops_at_the_next_step_after_saving(tmp_path, monkeypatch):
     with pytest.raises(trainer.Interrupted) as stop:
         trainer.train_and_evaluate(config, str(tmp_path))
     assert stop.value.step == 4 and stop.value.exit_code == 130
-    checkpoints = trainer.Checkpoints(str(tmp_path))
+    checkpoints = Checkpoints(str(tmp_path))
     assert checkpoints.latest.latest_step() == 4
     checkpoints.close()
 
@@ -301,9 +302,9 @@ def test_the_evaluation_loss_weighs_examples_as_training_does():
         return {"loss": np.array([[1.0, 3.0]]), "metric": ones, "weight": np.array([[1, 3]]),
                 "updates": ones, "delta_u": ones}
 
-    task = trainer.data.TaskData(None, {}, 1, 1)
+    task = data.TaskData(None, {}, 1, 1)
     held_out = Batch(np.zeros((2, 3, 1)), np.zeros(2), np.array([1, 3]))
-    [metrics] = trainer.evaluate(eval_step, None, held_out, 2, lambda b: b, task)
+    [metrics] = evaluation.evaluate(eval_step, None, held_out, 2, lambda b: b, task)
     assert metrics["loss"] == pytest.approx(2.5)
 
 
@@ -339,8 +340,8 @@ def test_figures_of_a_run_stopped_before_its_first_best_come_from_latest(tmp_pat
             trainer.train_and_evaluate(config, str(tmp_path))
     assert not (tmp_path / "best").exists() or not os.listdir(tmp_path / "best")
     titles = []
-    write_all = trainer.figures.write_all
-    monkeypatch.setattr(trainer.figures, "write_all",
+    write_all = figures.write_all
+    monkeypatch.setattr(figures, "write_all",
                         lambda *args: titles.append(args[-1]) or write_all(*args))
     paths = trainer.redraw_figures(config, str(tmp_path))
     assert titles == ["latest checkpoint, step 2 (no best yet)"]

@@ -17,9 +17,9 @@ import pytest
 
 import skip_rnn
 from configs import adding as adding_config
-from skip_rnn import configuration, figures, reproduce, trainer
-from skip_rnn.configuration import ConfigError
-from skip_rnn.data import mnist
+from skip_rnn.experiments import configuration, figures, reproduce, trainer
+from skip_rnn.experiments.configuration import ConfigError
+from skip_rnn.experiments.data import mnist
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 README = open(os.path.join(ROOT, "README.md")).read()
@@ -76,7 +76,8 @@ def test_reproduce_set_parses_values_as_config_flags_do():
             _row(assignment)
 
 
-REPRODUCE = [sys.executable, "-m", "skip_rnn.reproduce", "--table=1", "--workdir=unused"]
+REPRODUCE = [sys.executable, "-m", "skip_rnn.experiments.reproduce", "--table=1",
+             "--workdir=unused"]
 TRAIN = [sys.executable, "train.py"]
 
 

@@ -16,8 +16,9 @@ from flax import nnx
 
 import skip_rnn as sr
 import skip_rnn.nnx
-from skip_rnn import trainer
-from skip_rnn.configuration import ConfigError, check_config
+from skip_rnn.experiments import models, trainer
+from skip_rnn.experiments.checkpoints import Checkpoints
+from skip_rnn.experiments.configuration import ConfigError, check_config
 from skip_rnn.linen import SkipGRUCell
 from tests import reference
 from tests.test_training import tiny_config
@@ -175,7 +176,7 @@ def test_adding_task_trains_in_bfloat16_with_float32_parameters_and_adam_state(t
     config.learning_rate = 1e-2
     config.num_train_steps = config.eval_every = config.checkpoint_every = 60
     config.num_figure_examples = 0
-    cell = trainer.models.make_cell(config.model)
+    cell = models.make_cell(config.model)
     assert _h_dtype(cell, F32) == BF16
     results = trainer.train_and_evaluate(config, str(tmp_path))
     assert results["config"]["model"]["dtype"] == "bfloat16"
@@ -183,7 +184,7 @@ def test_adding_task_trains_in_bfloat16_with_float32_parameters_and_adam_state(t
               if line["split"] == "train"]
     assert len(losses) == 60 and np.all(np.isfinite(losses))
     assert np.mean(losses[-10:]) < 0.5 * np.mean(losses[:10]), losses
-    checkpoints = trainer.Checkpoints(str(tmp_path))
+    checkpoints = Checkpoints(str(tmp_path))
     restored = checkpoints.latest.restore(checkpoints.latest.latest_step())
     checkpoints.close()
     floats = [leaf for leaf in jax.tree.leaves(restored["tree"]["state"])

@@ -14,8 +14,9 @@ import time
 import numpy as np
 import pytest
 
-from skip_rnn import trainer
-from skip_rnn.records import RunRecord
+from skip_rnn.experiments import configuration, data, models, population, trainer
+from skip_rnn.experiments.checkpoints import Checkpoints
+from skip_rnn.experiments.records import RunRecord
 from tests.test_training import ROOT, _leaves, tiny_config
 
 TINY_FLAGS = [
@@ -78,7 +79,7 @@ def test_batch_not_divisible_by_devices_is_refused():
     config.batch_size = 6
     with pytest.raises(ValueError, match=re.escape(
             "batch_size=6 is invalid: must be > 0 and divisible by the number of devices (4)")):
-        trainer.check_config(config, num_devices=4)
+        configuration.check_config(config, num_devices=4)
 
 
 def test_user_errors_print_one_line_and_touch_nothing(tmp_path):
@@ -117,7 +118,7 @@ def test_ctrl_c_saves_and_says_how_to_resume(tmp_path):
     assert run.returncode == 130, err
     assert "Traceback" not in err
     step = int(re.search(r"interrupted at step (\d+); rerun the same command to resume", err)[1])
-    checkpoints = trainer.Checkpoints(str(tmp_path / "workdirs" / "adding"))
+    checkpoints = Checkpoints(str(tmp_path / "workdirs" / "adding"))
     assert checkpoints.latest.latest_step() == step > 2
     checkpoints.close()
 
@@ -133,7 +134,7 @@ def test_non_finite_loss_stops_at_its_step_and_keeps_last_checkpoint(tmp_path, m
     config = tiny_config("adding")
     config.num_train_steps = 6
     config.log_every = 100  # metrics are fetched only at the step-2/4/6 evaluations and saves
-    load = trainer.data.load
+    load = data.load
 
     def poisoned(config):
         task = load(config)
@@ -142,10 +143,10 @@ def test_non_finite_loss_stops_at_its_step_and_keeps_last_checkpoint(tmp_path, m
             return batch._replace(targets=batch.targets * np.nan) if step == 4 else batch
         return task._replace(train_batch=train_batch)
 
-    monkeypatch.setattr(trainer.data, "load", poisoned)
+    monkeypatch.setattr(data, "load", poisoned)
     with pytest.raises(FloatingPointError, match="at step 5"):
         trainer.train_and_evaluate(config, str(tmp_path))
-    checkpoints = trainer.Checkpoints(str(tmp_path))
+    checkpoints = Checkpoints(str(tmp_path))
     assert checkpoints.latest.latest_step() == 4
     checkpoints.close()
     assert all(np.all(np.isfinite(leaf)) for leaf in _leaves(tmp_path))
@@ -218,9 +219,9 @@ def test_a_workdir_whose_best_checkpoint_is_another_model_is_refused(trained_wor
     with pytest.raises(ValueError, match=re.escape("model.hidden_size: 4 -> 5")):
         trainer.redraw_figures(config, str(workdir))
     # The same config, other arrays (a change of the code): refused from the saved shapes.
-    other = trainer.init_population(trainer.models.make_cell(config.model),
-                                    trainer.data.load(config), trainer.population(config))
-    checkpoints = trainer.Checkpoints(str(workdir))
+    other = population.init_population(models.make_cell(config.model), data.load(config),
+                                       population.population(config))
+    checkpoints = Checkpoints(str(workdir))
     with pytest.raises(ValueError, match="best holds a checkpoint of a different model"):
         checkpoints.check_model(other)
     checkpoints.close()
@@ -229,7 +230,7 @@ def test_a_workdir_whose_best_checkpoint_is_another_model_is_refused(trained_wor
 def test_a_replayed_step_overwrites_the_checkpoint_a_kill_left_behind(tmp_path):
     # A run killed after saving best/ at step s but before latest/ at step s replays step s
     # on resume and saves best/ at step s again.
-    checkpoints = trainer.Checkpoints(str(tmp_path))
+    checkpoints = Checkpoints(str(tmp_path))
     for value in (1.0, 2.0):
         checkpoints.save(checkpoints.best, 3, {"params": {"w": np.full(2, value)}},
                          RunRecord({}, [], seconds=value))

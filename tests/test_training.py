@@ -13,12 +13,15 @@ import jax
 import numpy as np
 import pytest
 
-from skip_rnn import trainer
+from skip_rnn.experiments import data, models, records, steps, trainer
+from skip_rnn.experiments.checkpoints import Checkpoints
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def tiny_config(name: str, **data):
+def tiny_config(name: str, **data_values):
+    """``configs/<name>.py`` at tiny sizes (2 steps, 4 units, batches of 8), with
+    ``config.data`` values overridden by ``data_values``; shared by every test file."""
     config = importlib.import_module(f"configs.{name}").get_config()
     config.model.hidden_size = 4
     config.batch_size = 8
@@ -34,7 +37,7 @@ def tiny_config(name: str, **data):
              "imdb": {"seq_length": 12, "vocab_size": 50, "source": "csv"},
              "ucf101": {"seq_length": 10},
              "charades": {"seq_length": 10, "num_eval_frames": 4}}
-    for key, value in {**sizes.get(name, {}), **data}.items():
+    for key, value in {**sizes.get(name, {}), **data_values}.items():
         config.data[key] = value
     if name == "imdb":
         config.model.embedding_size = 6
@@ -43,7 +46,7 @@ def tiny_config(name: str, **data):
 
 def _leaves(workdir, which="latest"):
     """The parameters saved in a workdir's checkpoint, as NumPy leaves."""
-    checkpoints = trainer.Checkpoints(workdir)
+    checkpoints = Checkpoints(workdir)
     manager = getattr(checkpoints, which)
     restored = manager.restore(manager.latest_step())
     checkpoints.close()
@@ -54,9 +57,9 @@ def _leaves(workdir, which="latest"):
 @pytest.mark.parametrize("name", ["adding", "frequency", "mnist", "imdb", "ucf101", "charades"])
 def test_every_config_trains_end_to_end(name, tmp_path, mnist_dir, imdb_csv, ucf_dir,
                                         charades_dir):
-    data = {"mnist": {"dir": mnist_dir}, "imdb": {"dir": imdb_csv},
-            "ucf101": {"dir": ucf_dir}, "charades": {"dir": charades_dir}}.get(name, {})
-    config = tiny_config(name, **data)
+    sources = {"mnist": {"dir": mnist_dir}, "imdb": {"dir": imdb_csv},
+               "ucf101": {"dir": ucf_dir}, "charades": {"dir": charades_dir}}.get(name, {})
+    config = tiny_config(name, **sources)
     if name in ("ucf101", "charades"):
         config.model.num_layers = 2
     results = trainer.train_and_evaluate(config, str(tmp_path))
@@ -77,12 +80,11 @@ def test_every_config_trains_end_to_end(name, tmp_path, mnist_dir, imdb_csv, ucf
         assert os.path.isfile(tmp_path / "used_pixels.png")
         os.remove(tmp_path / "used_pixels.png")
         assert str(tmp_path / "used_pixels.png") in trainer.redraw_figures(config, tmp_path)
-    task = trainer.data.load(config)
-    initial = trainer.models.init_params(jax.random.key(config.seed),
-                                         trainer.models.make_cell(config.model),
-                                         task.input_size, task.num_outputs,
-                                         None if task.embedding is None
-                                         else task.embedding(config.seed))
+    task = data.load(config)
+    initial = models.init_params(jax.random.key(config.seed), models.make_cell(config.model),
+                                 task.input_size, task.num_outputs,
+                                 None if task.embedding is None
+                                 else task.embedding(config.seed))
     for before, after in zip(jax.tree.leaves(initial), _leaves(tmp_path), strict=True):
         assert np.any(before != after[0]), "every parameter leaf changes in training"
 
@@ -112,7 +114,7 @@ def test_time_limit_stops_training_then_evaluates_and_saves(tmp_path, monkeypatc
     assert results["steps"] == 3  # neither an eval_every nor a checkpoint_every step (2) ...
     lines = [json.loads(x) for x in open(tmp_path / "metrics.jsonl")]
     assert [x["step"] for x in lines if x["split"] == "validation"] == [2, 3]  # ... still both
-    checkpoints = trainer.Checkpoints(str(tmp_path))
+    checkpoints = Checkpoints(str(tmp_path))
     assert checkpoints.latest.latest_step() == 3
     checkpoints.close()
     monkeypatch.undo()
@@ -127,7 +129,7 @@ _FOUR_DEVICES = """
 import json, os, sys
 sys.path.insert(0, {root!r})
 from tests.test_training import tiny_config
-from skip_rnn import trainer
+from skip_rnn.experiments import trainer
 import jax
 config = tiny_config("adding")
 config.num_train_steps = 3
@@ -156,14 +158,14 @@ def test_four_device_data_parallel_run_equals_one_device_run(tmp_path):
 
 
 def test_missing_dataset_fails_fast_with_how_to(tmp_path):
-    for name, data, match in [
+    for name, overrides, match in [
         ("mnist", {"dir": str(tmp_path / "nowhere"), "download": False}, "MNIST IDX files"),
         ("mnist", {"source": "tfds", "dir": str(tmp_path)}, "not prepared"),
         ("imdb", {"dir": str(tmp_path / "none.csv")}, "text,label"),
         ("ucf101", {"dir": str(tmp_path)}, "classInd.txt"),
     ]:
         with pytest.raises(ValueError, match=match):
-            trainer.train_and_evaluate(tiny_config(name, **data), str(tmp_path / "work"))
+            trainer.train_and_evaluate(tiny_config(name, **overrides), str(tmp_path / "work"))
 
 
 def test_population_members_equal_runs_alone(tmp_path):
@@ -189,7 +191,7 @@ def test_population_members_equal_runs_alone(tmp_path):
 
 
 def test_reproduce_prints_the_table_in_the_papers_form(tmp_path, monkeypatch, capsys):
-    from skip_rnn import reproduce
+    from skip_rnn.experiments import reproduce
 
     monkeypatch.setattr(sys, "argv", [
         "reproduce", "--table=1", f"--workdir={tmp_path}", "--num_seeds=2",
@@ -220,7 +222,7 @@ def test_reproduce_prints_the_table_in_the_papers_form(tmp_path, monkeypatch, ca
 
 
 def test_reproduce_says_how_padded_datasets_count_updates():
-    from skip_rnn import reproduce
+    from skip_rnn.experiments import reproduce
 
     summary = [{"cost_per_sample": 0.0, "runs": 1, "metric": {"mean": 0.8, "std": 0.0},
                 "updates_mean": {"mean": 200.0, "std": 0.0}}]
@@ -244,33 +246,33 @@ def test_reproduce_says_how_padded_datasets_count_updates():
 
 
 def test_best_prefers_solved_models_with_fewer_updates():
-    adding = trainer.data.TaskData(None, {}, 2, 1, solved=lambda mse: mse < 0.01)
+    adding = data.TaskData(None, {}, 2, 1, solved=lambda mse: mse < 0.01)
     unsolved = {"metric": 0.5, "updates_mean": 10.0, "solved": False}
     solved_dense = {"metric": 0.001, "updates_mean": 50.0, "solved": True}
     solved_sparse = {"metric": 0.005, "updates_mean": 25.0, "solved": True}
-    ranks = [trainer._rank(m, adding) for m in (unsolved, solved_dense, solved_sparse)]
+    ranks = [records.rank(m, adding) for m in (unsolved, solved_dense, solved_sparse)]
     assert ranks == sorted(ranks)
-    mnist = trainer.data.TaskData(None, {}, 1, 10)
-    assert trainer._rank({"metric": 0.9, "updates_mean": 700.0}, mnist) > trainer._rank(
+    mnist = data.TaskData(None, {}, 1, 10)
+    assert records.rank({"metric": 0.9, "updates_mean": 700.0}, mnist) > records.rank(
         {"metric": 0.8, "updates_mean": 100.0}, mnist)
 
 
 def test_cosine_schedule_warms_up_then_decays_to_zero():
     config = tiny_config("adding")
     config.learning_rate, config.lr_schedule, config.warmup_steps = 1e-3, "cosine", 10
-    schedule = trainer.learning_rate_schedule(config, total_steps=110)
+    schedule = steps.learning_rate_schedule(config, total_steps=110)
     np.testing.assert_allclose([schedule(0), schedule(5), schedule(10), schedule(60),
                                 schedule(110)], [0, 5e-4, 1e-3, 5e-4, 0], atol=1e-9)
     config.decay_steps = 210  # decays over more steps than this run trains
-    np.testing.assert_allclose(trainer.learning_rate_schedule(config, 110)(110), 5e-4)
+    np.testing.assert_allclose(steps.learning_rate_schedule(config, 110)(110), 5e-4)
     config.lr_schedule = "constant"
-    assert trainer.learning_rate_schedule(config, 110) == 1e-3
+    assert steps.learning_rate_schedule(config, 110) == 1e-3
 
 
 @pytest.mark.parametrize("name", ["adding", "frequency", "mnist_fast", "imdb", "ucf101",
                                   "charades"])
 def test_show_config_lists_every_key_with_its_comment(name):
-    from skip_rnn import configuration
+    from skip_rnn.experiments import configuration
 
     module = importlib.import_module(f"configs.{name}")
     config = module.get_config()
@@ -285,7 +287,7 @@ def test_show_config_lists_every_key_with_its_comment(name):
 
 
 def test_compare_runs_draws_several_metrics_files(tmp_path):
-    from skip_rnn import figures
+    from skip_rnn.experiments import figures
 
     runs = {}
     for name, accuracy in (("paper", 0.2), ("fast", 0.4)):

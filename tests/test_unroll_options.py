@@ -11,7 +11,7 @@ import pytest
 
 import skip_rnn as sr
 from configs.common import base_config
-from skip_rnn import models
+from skip_rnn.experiments import models
 
 B, T, F, H = 3, 7, 2, 8  # T = 7: a multiple of neither 2 nor 4
 XS = jax.random.normal(jax.random.key(1), (B, T, F))

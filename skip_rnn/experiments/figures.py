@@ -7,8 +7,8 @@
 - ``curves.png`` (every task): validation metric and % of state updates over training, one
   line per population member (from ``metrics.jsonl``; a dot while it has one evaluation).
 
-:func:`tradeoff` draws a whole table (``python -m skip_rnn.reproduce``): test metric against
-state updates, mean ± std over seeds, one point per model and λ.
+:func:`tradeoff` draws a whole table (``python -m skip_rnn.experiments.reproduce``): test metric
+against state updates, mean ± std over seeds, one point per model and λ.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import matplotlib.ticker  # noqa: E402
 import numpy as np  # noqa: E402
 
-from skip_rnn import models  # noqa: E402
+from skip_rnn.experiments import models  # noqa: E402
 
 
 def write_all(workdir: str, config, task, cell, params, source: str = "") -> list[str]:
@@ -171,12 +171,13 @@ def compare_runs(path: str, runs: dict[str, str], metric_name: str) -> str:
 
 
 def main() -> None:
-    """``python -m skip_rnn.figures OUT.png METRIC LABEL=metrics.jsonl ...``: draws
+    """``python -m skip_rnn.experiments.figures OUT.png METRIC LABEL=metrics.jsonl ...``: draws
     :func:`compare_runs`."""
     import sys
 
     if len(sys.argv) < 4 or any("=" not in a for a in sys.argv[3:]):
-        sys.exit("usage: python -m skip_rnn.figures OUT.png METRIC LABEL=metrics.jsonl ...")
+        sys.exit("usage: python -m skip_rnn.experiments.figures OUT.png METRIC "
+                 "LABEL=metrics.jsonl ...")
     runs = dict(a.split("=", 1) for a in sys.argv[3:])
     print(compare_runs(sys.argv[1], runs, sys.argv[2]))
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import ml_collections
 import numpy as np
 
-from skip_rnn.data.base import Batch, TaskData, synthetic
+from skip_rnn.experiments.data.base import Batch, TaskData, synthetic
 
 TARGET_VARIANCE = 2.0 / 12.0  # the sum of two independent U(-0.5, 0.5)
 

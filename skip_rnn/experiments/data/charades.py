@@ -37,9 +37,9 @@ import tempfile
 import ml_collections
 import numpy as np
 
-from skip_rnn.data import ucf101
-from skip_rnn.data.base import Batch, TaskData, epoch_batches
-from skip_rnn.data.sources import DataError, require_dir, require_file
+from skip_rnn.experiments.data import ucf101
+from skip_rnn.experiments.data.base import TaskData, epoch_batches, seeded_split
+from skip_rnn.experiments.data.sources import DataError, require_dir, require_file
 
 NUM_CLASSES = 157
 FPS = 6  # the feature archive keeps every 4th frame of 24
@@ -47,8 +47,8 @@ FEATURES = "Charades_v1_features_rgb"
 CACHE = "Charades_v1_features_rgb_npy"
 HOW_TO = (f"Download Charades.zip (Charades_v1_train.csv, Charades_v1_test.csv) and {FEATURES}"
           ".tar.gz from https://prior.allenai.org/projects/charades, extract both into "
-          "config.data.dir; layout in skip_rnn/data/charades.py (or the README's Charades "
-          "section).")
+          "config.data.dir; layout in skip_rnn/experiments/data/charades.py (or the README's "
+          "Charades section).")
 
 
 def parse_actions(text: str) -> np.ndarray:
@@ -122,38 +122,33 @@ def cached(video_dir: str, cache_dir: str) -> str:
     return path
 
 
-class Videos(ucf101.Videos):
+class Videos(ucf101.FrameFeatures):
     """Charades videos read lazily through the cache; ``take`` and ``slice`` give a Batch with
-    ``targets`` ``[B, seq_length, 157]`` (zero past each video's length).
-
-    The parent's per-video "labels" are the videos' row numbers, turned into per-frame labels
-    once the batch's lengths are known.
-    """
+    ``targets`` ``[B, seq_length, 157]``, each video's per-frame labels from its ``actions``
+    (zero past its length)."""
 
     def __init__(self, video_dirs: list[str], actions: list[np.ndarray], seq_length: int,
                  cache_dir: str):
-        super().__init__(video_dirs, np.arange(len(video_dirs)), seq_length)
+        super().__init__(video_dirs, seq_length)
         self.actions, self.cache_dir = actions, cache_dir
 
-    def take(self, index) -> Batch:
-        batch = super().take(index)
-        targets = np.zeros((len(batch.targets), self.seq_length, NUM_CLASSES), np.float32)
-        for row, video, length in zip(targets, batch.targets, batch.lengths, strict=True):
+    def targets(self, index: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+        targets = np.zeros((len(index), self.seq_length, NUM_CLASSES), np.float32)
+        for row, video, length in zip(targets, index, lengths, strict=True):
             row[:length] = frame_labels(self.actions[video], length)
-        return batch._replace(targets=targets)
+        return targets
 
     def _read(self, path: str) -> np.ndarray:
         return super()._read(cached(path, self.cache_dir))
 
 
 def split_videos(num_videos: int, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Indices ``(train, validation)``: a seeded ``fraction`` of the videos held out (at least
-    one; never all)."""
+    """Indices ``(train, validation)``: a seeded ``fraction`` of the videos held out
+    (:func:`seeded_split`: at least one; never all)."""
     if num_videos < 2:
         raise DataError(f"Validation holds out training videos, but there are {num_videos}.")
-    order = np.random.default_rng(seed).permutation(num_videos)
-    held_out = min(max(1, round(fraction * num_videos)), num_videos - 1)
-    return np.sort(order[held_out:]), np.sort(order[:held_out])
+    held_out, train = seeded_split(np.ones(num_videos, int), (fraction, 1 - fraction), seed)
+    return np.sort(train), np.sort(held_out)
 
 
 def _videos(directory: str, csv_name: str, cache_dir: str

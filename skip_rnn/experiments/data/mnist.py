@@ -17,9 +17,9 @@ import os
 import ml_collections
 import numpy as np
 
-from skip_rnn.data.base import Batch, TaskData, epoch_batches
-from skip_rnn.data.download import fetch
-from skip_rnn.data.sources import DataError, read_idx, tfds_arrays
+from skip_rnn.experiments.data.base import Batch, TaskData, epoch_batches
+from skip_rnn.experiments.data.download import fetch
+from skip_rnn.experiments.data.sources import DataError, read_idx, tfds_arrays
 
 NUM_VALIDATION = 5000
 URL = "https://storage.googleapis.com/cvdf-datasets/mnist/"  # the standard mirror

@@ -11,8 +11,8 @@ import ml_collections
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from skip_rnn.configuration import mesh_shape
-from skip_rnn.data import Batch, TaskData
+from skip_rnn.experiments.configuration import mesh_shape
+from skip_rnn.experiments.data import Batch, TaskData
 
 
 def stack_members(batches: list[Batch]) -> Batch:

@@ -2,9 +2,10 @@
 
 ``latest/`` holds ``{"state": TrainState, "best_params": ...}`` and ``best/`` holds
 ``{"params": ...}``, each member's parameters at its best validation step; both carry the
-run's record (:class:`skip_rnn.records.RunRecord`, JSON), its config included, so that a rerun
-with another config is refused rather than continued. orbax writes atomically (a temporary
-directory renamed when complete), so a kill during a save leaves the previous checkpoint intact.
+run's record (:class:`skip_rnn.experiments.records.RunRecord`, JSON), its config included, so
+that a rerun with another config is refused rather than continued. orbax writes atomically (a
+temporary directory renamed when complete), so a kill during a save leaves the previous
+checkpoint intact.
 """
 
 from __future__ import annotations
@@ -16,8 +17,8 @@ import jax
 import ml_collections
 import orbax.checkpoint as ocp
 
-from skip_rnn.configuration import ConfigError, as_json, changes_on_resume
-from skip_rnn.records import RunRecord
+from skip_rnn.experiments.configuration import ConfigError, as_json, changes_on_resume
+from skip_rnn.experiments.records import RunRecord
 
 
 class Checkpoints:
@@ -53,7 +54,7 @@ class Checkpoints:
     def check(self, config: ml_collections.ConfigDict, like_params) -> None:
         """Refuses, before orbax reads any array, a workdir whose checkpoints were made with a
         config that differs from ``config`` in more than the keys a resume may change
-        (:data:`skip_rnn.configuration.RESUMABLE`), or that hold another model."""
+        (:data:`skip_rnn.experiments.configuration.RESUMABLE`), or that hold another model."""
         for manager in (self.latest, self.best):
             saved = self.record(manager)
             if saved is None:

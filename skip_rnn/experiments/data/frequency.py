@@ -11,7 +11,7 @@ from __future__ import annotations
 import ml_collections
 import numpy as np
 
-from skip_rnn.data.base import Batch, TaskData, synthetic
+from skip_rnn.experiments.data.base import Batch, TaskData, synthetic
 
 POSITIVE = (5.0, 6.0)
 NEGATIVE = ((1.0, 5.0), (6.0, 100.0))

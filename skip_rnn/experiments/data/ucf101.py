@@ -24,21 +24,34 @@ import re
 import ml_collections
 import numpy as np
 
-from skip_rnn.data.base import Batch, TaskData, check_finite, epoch_batches
-from skip_rnn.data.sources import DataError, require_dir, require_file
+from skip_rnn.experiments.data.base import (
+    Batch,
+    TaskData,
+    check_finite,
+    epoch_batches,
+    seeded_split,
+)
+from skip_rnn.experiments.data.sources import DataError, require_dir, require_file
 
-HOW_TO = "See the expected layout in skip_rnn/data/ucf101.py (or the README's UCF-101 section)."
+HOW_TO = ("See the expected layout in skip_rnn/experiments/data/ucf101.py (or the README's "
+          "UCF-101 section).")
 
 
-class Videos:
-    """Videos read lazily from disk; ``slice(start, stop)`` and ``take(index)`` give a Batch."""
+class FrameFeatures:
+    """Videos of frame features read lazily from disk, one ``.npy`` ``[frames, D]`` each,
+    cropped or zero-padded to ``seq_length``; ``slice(start, stop)`` and ``take(index)`` give a
+    Batch whose targets are :meth:`targets`'."""
 
-    def __init__(self, paths: list[str], labels: np.ndarray, seq_length: int):
-        self.paths, self.labels, self.seq_length = paths, labels, seq_length
+    def __init__(self, paths: list[str], seq_length: int):
+        self.paths, self.seq_length = paths, seq_length
 
     @property
     def num_examples(self) -> int:
         return len(self.paths)
+
+    def targets(self, index: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+        """The targets of the videos ``index`` ``[B]``, of ``lengths`` frames each."""
+        raise NotImplementedError
 
     def take(self, index) -> Batch:
         index = np.asarray(index)
@@ -48,7 +61,7 @@ class Videos:
         for row, f in zip(inputs, frames, strict=True):
             row[: len(f)] = f
         lengths = np.array([len(f) for f in frames], np.int32)
-        return Batch(inputs, self.labels[index], lengths)
+        return Batch(inputs, self.targets(index, lengths), lengths)
 
     def slice(self, start: int, stop: int) -> Batch:
         return self.take(np.arange(start, min(stop, self.num_examples)))
@@ -61,6 +74,17 @@ class Videos:
         if frames.ndim != 2 or len(frames) == 0:
             raise DataError(f"{path}: expected features [num_frames > 0, D], got {frames.shape}.")
         return check_finite(path, frames[: self.seq_length].astype(np.float32))
+
+
+class Videos(FrameFeatures):
+    """UCF-101's videos, one class label each."""
+
+    def __init__(self, paths: list[str], labels: np.ndarray, seq_length: int):
+        super().__init__(paths, seq_length)
+        self.labels = labels
+
+    def targets(self, index: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+        return self.labels[index]
 
 
 def _read_list(directory: str, name: str, classes: dict[str, int]) -> tuple[list[str], np.ndarray]:
@@ -94,16 +118,15 @@ def video_group(path: str) -> str:
 def split_by_group(paths: list[str], fraction: float, seed: int
                    ) -> tuple[np.ndarray, np.ndarray]:
     """Indices ``(train, validation)``: whole groups, in a seeded order, are held out until
-    they hold ``fraction`` of the videos (at least one group; never all of them)."""
+    they hold ``fraction`` of the videos (:func:`seeded_split`: at least one group; never all
+    of them)."""
     groups = np.array([video_group(p) for p in paths])
     names, counts = np.unique(groups, return_counts=True)
     if len(names) < 2:
         raise DataError(f"Validation holds out whole groups (gNN), but the training list has "
                         f"only {len(names)}. {HOW_TO}")
-    order = np.random.default_rng(seed).permutation(len(names))
-    taken = np.cumsum(counts[order]) <= max(fraction * len(paths), counts[order[0]])
-    taken[-1] = False  # keep a group to train on
-    held_out = np.isin(groups, names[order[taken]])
+    taken, _ = seeded_split(counts, (fraction, 1 - fraction), seed)
+    held_out = np.isin(groups, names[taken])
     return np.flatnonzero(~held_out), np.flatnonzero(held_out)
 
 

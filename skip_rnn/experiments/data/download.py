@@ -19,7 +19,7 @@ import urllib.request
 import zlib
 from typing import BinaryIO
 
-from skip_rnn.data.sources import DataError
+from skip_rnn.experiments.data.sources import DataError
 
 TIMEOUT_S = 2.0  # per connection attempt and per read: offline or a dead mirror fails in seconds
 ATTEMPTS = 2  # a damaged download is deleted and retried once

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import functools
 import importlib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import NamedTuple
 
 import ml_collections
@@ -59,7 +59,7 @@ class TaskData(NamedTuple):
         that seed (e.g. word2vec where known), or ``None``.
       per_step: whether ``targets`` are ``[B, T, num_outputs]`` multi-hot labels of every step
         (element-wise binary cross-entropy at each valid step, scored by
-        :func:`skip_rnn.localization.localization_map`) instead of one per sequence.
+        :func:`skip_rnn.experiments.localization.localization_map`) instead of one per sequence.
     """
 
     train_batch: Callable[..., Batch]
@@ -81,7 +81,7 @@ def load(config: ml_collections.ConfigDict) -> TaskData:
     False, the padding of short sequences is fed to the model (:func:`feed_padding`)."""
     if config.task not in TASKS:
         raise ValueError(f"config.task must be one of {TASKS}, got {config.task!r}.")
-    task = importlib.import_module(f"skip_rnn.data.{config.task}").load(config)
+    task = importlib.import_module(f"skip_rnn.experiments.data.{config.task}").load(config)
     return task if config.data.get("mask_padding", True) else feed_padding(task)
 
 
@@ -134,6 +134,36 @@ def epoch_batches(data: Batch, batch_size: int) -> tuple[Callable[..., Batch], i
         return data.take(examples if rows is None else examples[rows])
 
     return train_batch, steps_per_epoch
+
+
+def seeded_split(sizes: Sequence[int], fractions: Sequence[float], seed: int
+                 ) -> list[np.ndarray]:
+    """Units (examples, or groups of examples that must stay together) cut into consecutive
+    parts of a seeded order, part ``i`` holding about ``fractions[i]`` of the examples.
+
+    The held-out splits of every dataset: IMDB's reviews, UCF-101's groups of clips,
+    Charades' videos. The units are ordered by ``np.random.default_rng(seed).permutation``;
+    part ``i`` ends after the units whose running count of examples stays within
+    ``round(fractions[i]·N)`` plus the parts before it, and every part keeps at least one unit
+    (no held-out set is empty, none is everything).
+
+    Args:
+      sizes: ``[U]`` examples per unit (ones: single examples), ``U >= len(fractions)``.
+      fractions: each part's share of the examples; the last part takes the rest.
+      seed: the order's seed.
+
+    Returns:
+      The units of each part, int arrays in the seeded order.
+    """
+    sizes = np.asarray(sizes)
+    if len(sizes) < len(fractions):
+        raise ValueError(f"{len(fractions)} parts need as many units, got {len(sizes)}.")
+    order = np.random.default_rng(seed).permutation(len(sizes))
+    targets = np.cumsum([int(round(f * int(sizes.sum()))) for f in fractions[:-1]])
+    cuts = np.searchsorted(np.cumsum(sizes[order]), targets, side="right")
+    index = np.arange(len(cuts))  # cut i: at least i + 1 units before it, P - 1 - i after
+    cuts = np.maximum.accumulate(np.maximum(cuts, 1) - index) + index
+    return np.split(order, np.minimum(cuts, len(sizes) - len(cuts) + index))
 
 
 # The synthetic tasks' held-out sets come from streams no seed's training uses, and are the

@@ -1,6 +1,6 @@
 """Reading datasets from disk or tensorflow-datasets, failing fast with a how-to when absent.
 
-The standard files of MNIST and IMDB are downloaded by :mod:`skip_rnn.data.download`;
+The standard files of MNIST and IMDB are downloaded by :mod:`skip_rnn.experiments.data.download`;
 tensorflow-datasets are read only once prepared (``tfds build``): tfds's own download retries
 for minutes offline, so a dataset that is not prepared is refused at once instead.
 """

@@ -31,9 +31,9 @@ import re
 import ml_collections
 import numpy as np
 
-from skip_rnn.data.base import Batch, TaskData, epoch_batches
-from skip_rnn.data.download import extract_tar, fetch
-from skip_rnn.data.sources import DataError, tfds_arrays
+from skip_rnn.experiments.data.base import Batch, TaskData, epoch_batches, seeded_split
+from skip_rnn.experiments.data.download import extract_tar, fetch
+from skip_rnn.experiments.data.sources import DataError, tfds_arrays
 
 PAD, OOV = 0, 1
 VALIDATION_FRACTION = 0.15  # of the train split (aclimdb, tfds), as the paper
@@ -170,17 +170,11 @@ def read_word2vec(path: str, vocab: dict[str, int], dim: int) -> dict[int, np.nd
     return known
 
 
-def _split(n: int, fractions, seed: int) -> list[np.ndarray]:
-    order = np.random.default_rng(seed).permutation(n)
-    bounds = np.cumsum([int(round(f * n)) for f in fractions[:-1]])
-    return np.split(order, bounds)
-
-
 def read_splits(d: ml_collections.ConfigDict) -> tuple[list[str], np.ndarray, list[np.ndarray]]:
     """All texts, their labels, and the indices of train, validation and test."""
     if d.source == "csv":
         texts, labels = read_csv(d.dir)
-        return texts, labels, _split(len(texts), d.split, d.split_seed)
+        return texts, labels, seeded_split(np.ones(len(texts), int), d.split, d.split_seed)
     if d.source == "aclimdb":
         root = acl_imdb_root(d)
         splits = [read_acl_imdb(root, s) for s in ("train", "test")]
@@ -190,7 +184,8 @@ def read_splits(d: ml_collections.ConfigDict) -> tuple[list[str], np.ndarray, li
         raise ValueError(f"config.data.source must be 'aclimdb', 'csv' or 'tfds', got "
                          f"{d.source!r}.")
     (train, train_labels), (test, test_labels) = splits
-    held_out = _split(len(train), (1 - VALIDATION_FRACTION, VALIDATION_FRACTION), d.split_seed)
+    held_out = seeded_split(np.ones(len(train), int),
+                            (1 - VALIDATION_FRACTION, VALIDATION_FRACTION), d.split_seed)
     parts = [*held_out, np.arange(len(train), len(train) + len(test))]
     return train + test, np.concatenate([train_labels, test_labels]), parts
 

@@ -13,7 +13,7 @@ import types
 
 import ml_collections
 
-from skip_rnn import data, models
+from skip_rnn.experiments import data, models
 from skip_rnn.skip import GRADIENTS
 
 BUDGET_LOSSES = ("cost_per_sample", "l1", "l2", "time_weighted")

@@ -1,6 +1,11 @@
-"""A run's bookkeeping, typed: what each member reached (best, solved, settled) and the config
-the run was made with. Saved as JSON with every checkpoint (:mod:`skip_rnn.checkpoints`) and
-written to ``results.json``.
+"""A run's bookkeeping, typed, and the decisions it records: what each member reached (its best
+evaluation, when it solved the task, when it settled) and the config the run was made with.
+Saved as JSON with every checkpoint (:mod:`skip_rnn.experiments.checkpoints`) and written to
+``results.json``.
+
+"Best" is the best validation metric, except where the task has the paper's "solved" rule
+(adding, frequency): there a solved evaluation with the fewest state updates is best, as the
+paper reports solved models by the updates they use (:func:`rank`).
 """
 
 from __future__ import annotations
@@ -9,8 +14,10 @@ import dataclasses
 from typing import Any, NamedTuple
 
 import ml_collections
+import numpy as np
 
-from skip_rnn.configuration import ConfigError
+from skip_rnn.experiments.configuration import ConfigError
+from skip_rnn.experiments.data import TaskData
 
 VERSION = 2  # 1: the free-form dict of earlier versions (no saved config), refused
 
@@ -93,3 +100,57 @@ def settled(member: MemberRecord, solved: bool, has_gate: bool,
     skipping = member.cost_per_sample == 0 or max(rates) < 100 - config.settle_points
     return (skipping and max(rates) - min(rates) < config.settle_points
             and max(gates) - min(gates) < config.settle_delta_u)
+
+
+def rank(metrics: dict, task: TaskData) -> tuple:
+    """Orders evaluations, higher is better. Where the task has the paper's "solved" rule, a
+    solved model with fewer updates beats one with a better metric: the paper's trade-off."""
+    metric = -metrics["metric"] if task.num_outputs == 1 else metrics["metric"]  # MSE: lower
+    if metrics.get("solved"):
+        return (1, -metrics["updates_mean"], metric)
+    return (0, metric, 0.0)
+
+
+def improved(members: list[MemberRecord], validation: list[dict], task: TaskData) -> np.ndarray:
+    """``[M]`` bool: whether each member's ``validation`` ranks above its best so far
+    (:func:`rank`; a member without a best: yes)."""
+    return np.array([m.best is None or rank(v, task) > rank(m.best["validation"], task)
+                     for m, v in zip(members, validation, strict=True)])
+
+
+def observe(member: MemberRecord, step: int, values: dict, seconds: float, has_gate: bool,
+            config: ml_collections.ConfigDict) -> tuple[bool, bool]:
+    """Records a validation of ``member`` after ``step`` steps and ``seconds`` of training:
+    when it first solved the task, the :class:`Evaluation` the settled rule reads, when it
+    first settled (:func:`settled`). Returns whether it solved, and whether it settled, at this
+    step."""
+    solved_now = bool(values.get("solved")) and member.solved_step is None
+    if solved_now:
+        member.solved_step, member.solved_seconds = step, seconds
+    member.validations.append(
+        Evaluation(step, values["updates_percent"], values["delta_u_mean"]))
+    solved = values.get("solved", True)  # tasks without the paper's rule: always
+    settled_now = member.settled_step is None and settled(member, solved, has_gate, config)
+    if settled_now:
+        member.settled_step = step
+    return solved_now, settled_now
+
+
+def summarize(members: list[MemberRecord]) -> list[dict]:
+    """Mean ± std over seeds of each λ's best test metric and updates (the paper's form), and
+    how many of its members settled (:func:`settled`)."""
+    rows = []
+    for cost in dict.fromkeys(m.cost_per_sample for m in members):
+        runs = [m for m in members if m.cost_per_sample == cost and m.best is not None]
+        if not runs:
+            continue
+        group = [m.best["test"] for m in runs]
+        row = {"cost_per_sample": cost, "runs": len(group),
+               "settled": sum(m.settled_step is not None for m in runs)}
+        for key in ("metric", "updates_mean", "updates_percent", "inference_flops"):
+            values = np.array([g[key] for g in group])
+            row[key] = {"mean": float(values.mean()), "std": float(values.std())}
+        if "solved" in group[0]:
+            row["solved"] = sum(bool(g["solved"]) for g in group)
+        rows.append(row)
+    return rows
