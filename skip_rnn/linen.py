@@ -40,7 +40,14 @@ from jax.typing import DTypeLike
 
 from skip_rnn import cells
 from skip_rnn.base import Array, Cell, Output, Params, PRNGKey, State
-from skip_rnn.skip import SkipState, gated_step, init_gate, initial_skip_state, skip
+from skip_rnn.skip import (
+    SkipState,
+    check_settings,
+    gated_step,
+    init_gate,
+    initial_skip_state,
+    skip,
+)
 
 
 class PureCell(nn.RNNCellBase):
@@ -254,6 +261,10 @@ class Skip(nn.RNNCellBase):
     update_bias: float = 1.0
     max_updates: int | None = None
     gradient: str = "eq5"
+
+    def __post_init__(self) -> None:
+        check_settings(self.binarize, self.max_updates, self.gradient)  # at construction
+        super().__post_init__()
 
     @nn.compact
     def __call__(self, carry: SkipState, inputs: Array) -> tuple[SkipState, Output]:

@@ -251,8 +251,10 @@ def gated_step(
 
     Returns:
       ``(state, out)``: the :class:`SkipState` ``s_t`` and the step's :class:`skip_rnn.Output`.
+
+    The settings are checked where they are given (:func:`skip`, the adapters' constructors,
+    with :func:`check_settings`), not at every step.
     """
-    check_settings(binarize, max_updates, gradient)
     hard = _binarize(binarize, state.u_tilde, key)
     if max_updates is not None:
         hard = jnp.where(state.num_updates < max_updates, hard, 0.0)

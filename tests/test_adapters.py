@@ -348,3 +348,13 @@ def test_wrappers_take_the_update_bias_and_draw_bernoulli_gates_per_step():
 def test_from_linen_asks_for_the_spatial_shape_of_convolutional_cells():
     with pytest.raises(ValueError, match="spatial_shape"):
         sr.from_linen(nn.ConvLSTMCell(2, (2, 2)))
+
+
+def test_the_skip_adapters_refuse_unknown_settings_when_built():
+    from skip_rnn.linen import Skip
+
+    with pytest.raises(ValueError, match="`binarize` must be 'round' or 'bernoulli'"):
+        Skip(nn.GRUCell(4), binarize="sample")
+    with pytest.raises(ValueError, match="`gradient` must be one of"):
+        skip_rnn.nnx.Skip(nnx.GRUCell(2, 4, rngs=nnx.Rngs(0)), gradient="eq6",
+                          rngs=nnx.Rngs(0))

@@ -6,6 +6,7 @@ file; :func:`describe` prints those comments (``train.py --show_config``).
 
 from __future__ import annotations
 
+import difflib
 import inspect
 import json
 import re
@@ -64,8 +65,6 @@ def assign(config: ml_collections.ConfigDict, key: str, value) -> None:
       ConfigError: ``key`` is not a key of ``config`` (a close one is suggested), or ``value``
         has another type: ``config.<key>=<value> is invalid: must be <the field's type>.``
     """
-    import difflib
-
     *parents, last = key.split(".")
     node = config
     for depth, part in enumerate([*parents, last]):

@@ -177,8 +177,8 @@ def redraw_figures(config: ml_collections.ConfigDict, workdir: str, member: int 
     if "params" in tree:
         params, title = tree["params"], _best_title(record, member)
     else:
-        params = TrainState(*tree["state"]).params
-        title = f"latest checkpoint, step {int(TrainState(*tree['state']).step):,} (no best yet)"
+        state = TrainState(*tree["state"])
+        params, title = state.params, f"latest checkpoint, step {int(state.step):,} (no best yet)"
     chosen = jax.tree.map(lambda leaf: leaf[member], params)
     return figures.write_all(workdir, config, task, cell, chosen, title)
 
