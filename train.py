@@ -20,7 +20,7 @@ import jax
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from skip_rnn.experiments import configuration, trainer
+from skip_rnn.experiments import allocator, configuration, trainer
 from skip_rnn.experiments.data.sources import DataError
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
@@ -169,4 +169,5 @@ def _fail(message: str) -> None:
 
 
 if __name__ == "__main__":
+    allocator.reexec()  # under a caching allocator on a Linux CPU
     app.run(main, flags_parser=parse_flags)

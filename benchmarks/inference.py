@@ -24,6 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import skip_rnn as sr
+from skip_rnn.experiments import allocator
 
 T, H, F = 784, 110, 1
 # Δũ for each target update rate: N_skip = ceil(0.5 / Δũ) - 1 skips after every update.
@@ -81,4 +82,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    allocator.reexec()  # under a caching allocator on a Linux CPU
     main()

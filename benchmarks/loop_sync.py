@@ -21,7 +21,7 @@ import jax
 import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec
 
-from skip_rnn.experiments import data, models, population, sharding
+from skip_rnn.experiments import allocator, data, models, population, sharding
 from skip_rnn.experiments.steps import make_optimizer, make_steps
 
 MNIST_STEPS = 10  # sequential MNIST takes ≈1.3 s a step on a 2-core CPU
@@ -95,4 +95,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    allocator.reexec()  # under a caching allocator on a Linux CPU
     main()

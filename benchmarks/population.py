@@ -20,7 +20,7 @@ import jax
 import numpy as np
 
 from configs import adding
-from skip_rnn.experiments import data, models, population, sharding
+from skip_rnn.experiments import allocator, data, models, population, sharding
 from skip_rnn.experiments.steps import make_steps
 
 
@@ -78,4 +78,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    allocator.reexec()  # under a caching allocator on a Linux CPU
     main()

@@ -25,7 +25,7 @@ import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec
 
 from configs import adding
-from skip_rnn.experiments import configuration, data, models, population, sharding
+from skip_rnn.experiments import allocator, configuration, data, models, population, sharding
 from skip_rnn.experiments.steps import make_steps
 
 
@@ -88,4 +88,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    allocator.reexec()  # under a caching allocator on a Linux CPU
     main()

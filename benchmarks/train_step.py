@@ -15,6 +15,10 @@ input size ``F_l`` (``F`` for the first layer, ``H`` above) and ``G`` gates (LST
 
     python benchmarks/train_step.py [--shapes=adding,smnist,imdb,ucf101] [--repeats=5]
     python benchmarks/train_step.py --scan_unroll=1,2,4,8 [--shapes=adding,smnist]
+    python benchmarks/train_step.py --models='skip(lstm),OptimizedLSTMCell'  # rows naming these
+
+It runs under a caching allocator (:mod:`skip_rnn.experiments.allocator`);
+``SKIP_RNN_MALLOC=system`` times it with glibc's (``benchmarks/allocator.py`` compares them).
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ import numpy as np
 import optax
 
 import skip_rnn as sr
+from skip_rnn.experiments import allocator
 
 # name: (B, T, F, H, layers); UCF-101 at B=32: B=256 takes ~20 s a step on 2 cores.
 SHAPES = {
@@ -116,8 +121,9 @@ def unroll_models(H: int, layers: int, unrolls: list[int]) -> dict:
 def flax_baseline(name: str, names: list[str]) -> str | None:
     """The Flax row that row ``name`` is compared with: same cell and depth (None: none)."""
     kind = "GRUCell" if "gru" in name.lower() else "OptimizedLSTMCell"
-    reference = next(n for n in names if n.startswith("flax") and kind in n)
-    return reference if ("2-layer" in name) == ("2-layer" in reference) else None
+    reference = next((n for n in names if n.startswith("flax") and kind in n), None)
+    same_depth = reference is not None and ("2-layer" in name) == ("2-layer" in reference)
+    return reference if same_depth else None
 
 
 def main() -> None:
@@ -125,13 +131,16 @@ def main() -> None:
     parser.add_argument("--shapes", default=None,
                         help=f"default: {','.join(SHAPES)}; with --scan_unroll: adding,smnist")
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--models", default="",
+                        help="comma-separated: time only the rows whose name contains one")
     parser.add_argument("--scan_unroll", default="",
                         help="e.g. 1,2,4,8: our skip LSTM at each unroll, vs the first")
     args = parser.parse_args()
     unrolls = [int(k) for k in args.scan_unroll.split(",")] if args.scan_unroll else []
     shapes = args.shapes or ("adding,smnist" if unrolls else ",".join(SHAPES))
     tx = optax.chain(optax.clip_by_global_norm(1.0), optax.adam(1e-4))
-    print(f"# {platform.machine()}, {jax.devices()[0].device_kind}, jax {jax.__version__}")
+    print(f"# {platform.machine()}, {jax.devices()[0].device_kind}, jax {jax.__version__}, "
+          f"{allocator.describe()}")
     versus = f"unroll={unrolls[0]}" if unrolls else "Flax"
     print(f"| shape (B, T, F, H) | model | ms / step | vs {versus} | compile s | temp MB "
           "| GFLOP/s |")
@@ -141,6 +150,9 @@ def main() -> None:
         xs = jax.random.normal(jax.random.key(0), (B, T, F))
         compiled, stats = {}, {}
         rows = unroll_models(H, layers, unrolls) if unrolls else models(H, layers)
+        if args.models:
+            rows = {name: row for name, row in rows.items()
+                    if any(part in name for part in args.models.split(","))}
         for name, ((init, loss), kind) in rows.items():
             params = init(jax.random.key(1), xs)
             opt_state = tx.init(params)
@@ -170,4 +182,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    allocator.reexec()
     main()

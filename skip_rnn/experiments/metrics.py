@@ -12,6 +12,8 @@ import jax
 import numpy as np
 import tqdm
 
+from skip_rnn.experiments import allocator
+
 
 class MetricWriter:
     """``metrics.jsonl`` (one JSON object per step, split and member) and TensorBoard events.
@@ -122,7 +124,8 @@ def banner(config, members: list, total_steps: int, start_step: int, workdir: st
         f" x seeds {seeds} = {len(members)} member{'s' * (len(members) > 1)}.",
         f"Steps {start_step:,} -> {total_steps:,} ({'resuming' if start_step else 'new run'}), "
         f"batch {config.batch_size}, learning rate {config.learning_rate:g}, on "
-        f"{len(devices)} {'/'.join(kinds)} device{'s' * (len(devices) > 1)}{layout}.",
+        f"{len(devices)} {'/'.join(kinds)} device{'s' * (len(devices) > 1)}{layout}"
+        + (f"; host memory: {allocator.describe()}." if "cpu" in kinds else "."),
         f"Workdir {workdir}",
     ]
     if config.max_train_seconds:

@@ -30,7 +30,7 @@ import ml_collections
 from absl import flags
 from ml_collections.config_flags import tuple_parser
 
-from skip_rnn.experiments import configuration, figures, trainer
+from skip_rnn.experiments import allocator, configuration, figures, trainer
 from skip_rnn.experiments.data.sources import DataError
 from skip_rnn.experiments.tables import PAPER, TABLES, Row
 
@@ -286,4 +286,5 @@ def _dirname(variant: str) -> str:
 
 
 if __name__ == "__main__":
+    allocator.reexec()  # under a caching allocator on a Linux CPU
     main()
