@@ -20,6 +20,14 @@ Params = Any  # a pytree of arrays
 State = Any  # a pytree of arrays, every leaf [B, ...]
 
 
+def serializable(cls: type) -> type:
+    """Registers the ``NamedTuple`` ``cls`` for ``jax.export`` serialization as
+    ``skip_rnn.<name>``, so that exported functions taking or returning it serialize."""
+    name = f"skip_rnn.{cls.__name__}"
+    return jax.export.register_namedtuple_serialization(cls, serialized_name=name)
+
+
+@serializable
 class Output(NamedTuple):
     """What a cell emits at one step (leaves ``[B, ...]``) or :func:`unroll` over a sequence
     (leaves ``[B, T, ...]``).

@@ -23,9 +23,10 @@ import jax.numpy as jnp
 import numpy as np
 from jax.typing import DTypeLike
 
-from skip_rnn.base import Array, Cell, Params, PRNGKey, State
+from skip_rnn.base import Array, Cell, Params, PRNGKey, State, serializable
 
 
+@serializable
 class LSTMState(NamedTuple):
     """LSTM state: cell ``c`` and hidden ``h``, each ``[B, H]``."""
 
@@ -33,14 +34,18 @@ class LSTMState(NamedTuple):
     h: Array
 
 
-def _broadcast_s0(params: Params, batch_size: int) -> State:
-    """``params["s0"]`` (leaves ``[H]``) broadcast to leaves ``[B, H]``."""
-    return jax.tree.map(lambda s: jnp.broadcast_to(s, (batch_size, *s.shape)), params["s0"])
+def broadcast_rows(tree, batch_size: int):
+    """Every leaf of ``tree`` (e.g. a learned ``s_0``, leaves ``[H]``) broadcast to
+    ``[B, ...]``."""
+    return jax.tree.map(lambda s: jnp.broadcast_to(s, (batch_size, *jnp.shape(s))), tree)
 
 
-def _initial_state(dtype: DTypeLike | None) -> Callable[[Params, int], State]:
-    """``initial_state(params, batch_size)``: ``s_0`` broadcast to ``[B, ...]``, in ``dtype``."""
-    return lambda params, batch_size: _cast(dtype, _broadcast_s0(params, batch_size))
+def _initial_state(dtype: DTypeLike | None, as_state: Callable[[Params], State] = lambda s: s
+                   ) -> Callable[[Params, int], State]:
+    """``initial_state(params, batch_size)``: ``as_state(params["s0"])`` broadcast to
+    ``[B, ...]``, in ``dtype``."""
+    return lambda params, batch_size: _cast(
+        dtype, broadcast_rows(as_state(params["s0"]), batch_size))
 
 
 def _cast(dtype: DTypeLike | None, tree):
@@ -70,7 +75,8 @@ def lstm(hidden_size: int, forget_bias: float = 1.0, *, dtype: DTypeLike | None 
         h_t &= \sigma(o) \odot \tanh(c_t)
 
     Parameters: ``w_x`` ``[F, 4H]``, ``w_h`` ``[H, 4H]``, ``b`` ``[4H]`` with the gates in the
-    order (i, f, g, o), and ``s0`` an :class:`LSTMState` of ``[H]`` vectors. The update gate
+    order (i, f, g, o), and ``s0`` ``{"c": [H], "h": [H]}`` (plain dicts, as every parameter
+    container of the library: they survive a checkpoint restored without a target). The update gate
     of a skip LSTM reads ``c_t`` (as the authors' code does).
 
     Args:
@@ -99,7 +105,7 @@ def lstm(hidden_size: int, forget_bias: float = 1.0, *, dtype: DTypeLike | None 
         b = jnp.zeros((4 * H,), param_dtype).at[H : 2 * H].set(forget_bias)
         zeros = jnp.zeros((H,), param_dtype)
         return {**_kernels(key, input_size, H, 4, param_dtype), "b": b,
-                "s0": LSTMState(c=zeros, h=zeros)}
+                "s0": {"c": zeros, "h": zeros}}
 
     def step(params: Params, state: LSTMState, x: Array, key: PRNGKey | None = None):
         del key
@@ -110,8 +116,8 @@ def lstm(hidden_size: int, forget_bias: float = 1.0, *, dtype: DTypeLike | None 
         h = jax.nn.sigmoid(o) * jnp.tanh(c)
         return LSTMState(c=c, h=h), h
 
-    return Cell(init, _initial_state(dtype), step, output=lambda s: s.h,
-                gate_input=lambda s: s.c)
+    return Cell(init, _initial_state(dtype, lambda s0: LSTMState(c=s0["c"], h=s0["h"])), step,
+                output=lambda s: s.h, gate_input=lambda s: s.c)
 
 
 def gru(hidden_size: int, reset_after: bool = True, gate_bias: float = 0.0, *,
@@ -190,7 +196,8 @@ def gru(hidden_size: int, reset_after: bool = True, gate_bias: float = 0.0, *,
 def stack(cells: Sequence[Cell], gate_layers: Sequence[int] = (-1,)) -> Cell:
     """Stacked cells: layer ``l`` reads the output of layer ``l - 1`` at the same step.
 
-    Parameters: a tuple with one parameter pytree per layer; the state is a tuple with one
+    Parameters: a dict with one parameter pytree per layer, ``{"layers_0": <bottom layer's>,
+    "layers_1": ...}`` (the names of Flax's ``nn.Sequential``); the state is a tuple with one
     state per layer. The output is the top layer's. Each layer keeps its own ``dtype`` and
     ``param_dtype`` (``stack([lstm(H, dtype=jnp.bfloat16), lstm(H, dtype=jnp.bfloat16)])``);
     a layer reads the one below in its own ``dtype``.
@@ -205,20 +212,23 @@ def stack(cells: Sequence[Cell], gate_layers: Sequence[int] = (-1,)) -> Cell:
         raise ValueError("stack: `cells` must hold at least one cell.")
     layers = [range(len(cells))[i] for i in _valid_layers(gate_layers, len(cells))]
 
+    names = [f"layers_{i}" for i in range(len(cells))]
+
     def init(key: PRNGKey, input_size: int) -> Params:
-        params = []
-        for cell, k in zip(cells, jax.random.split(key, len(cells)), strict=True):
-            params.append(cell.init(k, input_size))
-            input_size = cell.output(cell.initial_state(params[-1], 1)).shape[-1]
-        return tuple(params)
+        params = {}
+        for name, cell, k in zip(names, cells, jax.random.split(key, len(cells)), strict=True):
+            params[name] = cell.init(k, input_size)
+            input_size = cell.output(cell.initial_state(params[name], 1)).shape[-1]
+        return params
 
     def initial_state(params: Params, batch_size: int) -> State:
-        return tuple(c.initial_state(p, batch_size) for c, p in zip(cells, params, strict=True))
+        return tuple(c.initial_state(params[n], batch_size) for n, c in zip(names, cells,
+                                                                            strict=True))
 
     def step(params: Params, state: State, x: Array, key: PRNGKey | None = None):
         new_state = []
-        for cell, p, s in zip(cells, params, state, strict=True):
-            s, x = cell.step(p, s, x)
+        for name, cell, s in zip(names, cells, state, strict=True):
+            s, x = cell.step(params[name], s, x)
             new_state.append(s)
         return tuple(new_state), x
 

@@ -22,11 +22,12 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from skip_rnn.base import Array, Output, Params, where_rows
+from skip_rnn.base import Array, Output, Params, serializable, where_rows
 from skip_rnn.skip import SkipCell, SkipState, skips_after_update, u_tilde_after
 from skip_rnn.unroll import checked_lengths, unroll
 
 
+@serializable
 class JumpInfo(NamedTuple):
     """Work done by :func:`jump_unroll`: ``num_updates`` ``[B]`` (int32) and
     ``num_iterations`` (int32 scalar, ``= max_b num_updates_b``)."""

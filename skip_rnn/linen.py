@@ -168,7 +168,9 @@ def from_linen(
     The state is the module's carry; ``step`` is ``module.apply`` and emits the module's output.
 
     Parameters: the module's variables ``{"params": ...}``; with ``learned_initial_state``
-    also ``"s0"``, the carry without its batch axis, initialised by ``initialize_carry``.
+    also ``"s0"``, the carry's leaves without their batch axis as a dict (``{"0": c, "1": h}``
+    for Flax's LSTM carry ``(c, h)``, as ``flax.serialization`` writes a tuple), initialised by
+    ``initialize_carry``.
     Otherwise ``s_0`` is ``module.initialize_carry(jax.random.key(0), (B, *spatial_shape, 1))``
     (``nn.RNN``'s default key; Flax's cells read only the batch and spatial sizes).
 
@@ -204,13 +206,15 @@ def from_linen(
     def init(key: PRNGKey, input_size: int) -> Params:
         variables = dict(module.init(key, carry(1), jnp.zeros((1, *spatial_shape, input_size))))
         if learned_initial_state:
-            variables["s0"] = jax.tree.map(lambda s: s[0], carry(1))
+            variables["s0"] = {str(i): s[0] for i, s in enumerate(jax.tree.leaves(carry(1)))}
         return variables
 
     def initial_state(params: Params, batch_size: int) -> State:
-        if learned_initial_state:
-            return cells._broadcast_s0(params, batch_size)
-        return carry(batch_size)
+        if not learned_initial_state:
+            return carry(batch_size)
+        treedef = jax.tree.structure(jax.eval_shape(lambda: carry(1)))
+        s0 = [params["s0"][str(i)] for i in range(treedef.num_leaves)]
+        return cells.broadcast_rows(jax.tree.unflatten(treedef, s0), batch_size)
 
     def step(params: Params, state: State, x: Array, key: PRNGKey | None = None):
         del key

@@ -48,7 +48,17 @@ from typing import Literal, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from skip_rnn.base import Array, Cell, Output, Params, PRNGKey, State, as_rows, where_rows
+from skip_rnn.base import (
+    Array,
+    Cell,
+    Output,
+    Params,
+    PRNGKey,
+    State,
+    as_rows,
+    serializable,
+    where_rows,
+)
 
 GRADIENTS = ("paper", "eq5", "reference_code")
 
@@ -74,6 +84,7 @@ class SkipCell(NamedTuple):
     max_updates: int | None
 
 
+@serializable
 class SkipState(NamedTuple):
     """State of a skip cell; every leaf has a leading batch axis ``[B]``.
 

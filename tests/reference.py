@@ -52,10 +52,18 @@ def gru_tf_step(p, h, x, xp=np):
 
 # For each kind: (step, initial state from params, output h, what the update gate reads).
 KINDS = {
-    "lstm": (lstm_step, lambda p: (p["s0"].c, p["s0"].h), lambda s: s[1], lambda s: s[0]),
+    "lstm": (lstm_step, lambda p: (p["s0"]["c"], p["s0"]["h"]), lambda s: s[1], lambda s: s[0]),
     "gru": (gru_step, lambda p: p["s0"], lambda s: s, lambda s: s),
     "gru_tf": (gru_tf_step, lambda p: p["s0"], lambda s: s, lambda s: s),
 }
+
+
+def layers(cell_params):
+    """The layers' parameters, bottom first, of a stack's ``{"layers_0": ..., ...}`` or of one
+    layer."""
+    if "layers_0" not in cell_params:
+        return [cell_params]
+    return [cell_params[f"layers_{i}"] for i in range(len(cell_params))]
 
 
 def run_stack(kinds, layer_params, x_seq, gate_layer=-1, skip_params=None, length=None):

@@ -160,10 +160,11 @@ def test_learned_initial_state_is_a_parameter_started_from_initialize_carry():
                          learned_initial_state=True)
     params = jax.jit(cell.init, static_argnums=1)(jax.random.key(0), F)
     assert sorted(params) == ["params", "s0"]
-    for s0 in params["s0"]:  # (c, h) without the batch axis, as initialize_carry made them
+    assert sorted(params["s0"]) == ["0", "1"]  # the carry (c, h), as flax.serialization
+    for s0 in params["s0"].values():  # without the batch axis, as initialize_carry made them
         np.testing.assert_array_equal(s0, np.ones(H))
     s0 = (jnp.arange(H) / H, -jnp.arange(H) / H)
-    state = cell.initial_state({**params, "s0": s0}, B)
+    state = cell.initial_state({**params, "s0": {"0": s0[0], "1": s0[1]}}, B)
     for got, want in zip(state, s0, strict=True):
         np.testing.assert_array_equal(got, np.broadcast_to(want, (B, H)))
 
@@ -229,13 +230,13 @@ def test_the_gradient_form_reaches_the_gate():
 def test_skip_from_linen_is_linen_skip_and_learns_s0():
     params, want, grads = _linen_lstm_skip("eq5")
     cell = sr.skip(sr.from_linen(nn.LSTMCell(H), learned_initial_state=True))
-    s0 = (jnp.zeros(H), jnp.zeros(H))  # Flax's initial carry
+    s0 = {"0": jnp.zeros(H), "1": jnp.zeros(H)}  # Flax's initial carry (c, h)
     (_, out), pure_grads = _with_grad(lambda p: sr.unroll(cell, p, XS)[1])(
         {**params, "cell": {"params": params["cell"], "s0": s0}})
     _same_trees(out, want)
     s0_grads = pure_grads["cell"].pop("s0")
     _same_trees({**pure_grads, "cell": pure_grads["cell"]["params"]}, grads)
-    for g in s0_grads:
+    for g in s0_grads.values():
         assert np.all(np.isfinite(g)) and np.any(g != 0)
 
 

@@ -42,8 +42,7 @@ def test_unroll_matches_numpy_reference(name, wrapped):
         xs = np.random.default_rng(0).normal(size=(B, T, F))
         lengths = np.array([T, 7, 1])
         final_state, out = sr.unroll(cell, params, jnp.asarray(xs), jnp.asarray(lengths))
-        layer_params = params["cell"] if wrapped else params
-        layer_params = layer_params if name == "stack" else [layer_params]
+        layer_params = reference.layers(params["cell"] if wrapped else params)
         for b in range(B):
             ref = reference.run_stack(
                 kinds, layer_params, xs[b], skip_params=params if wrapped else None,

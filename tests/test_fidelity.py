@@ -70,7 +70,7 @@ def test_gradients_equal_literal_transcriptions(name):
                 return jnp.sum(out.h[..., :4] * w_h) + jnp.sum(out.u * w_u)
 
             def reference_loss(p, xs, gradient=gradient):
-                layers = p["cell"] if name == "stack" else [p["cell"]]
+                layers = reference.layers(p["cell"])
                 if gradient == "paper":
                     h, u = reference.paper_gradient_reference(kinds, layers, p, xs)
                 else:
@@ -275,7 +275,7 @@ def test_reference_code_init_draws_glorot_over_x_and_h():
 
     cell = sr.skip(sr.stack([sr.lstm(64), sr.gru(32)]))
     params = models.reference_code_init(jax.random.key(0), cell.init(jax.random.key(1), 16))
-    first, second = params["cell"]
+    first, second = params["cell"]["layers_0"], params["cell"]["layers_1"]
     # The LSTM's one kernel [x; h] -> 4H; the GRU's two: gates -> 2H, candidate -> H.
     for block, (fan_in, fan_out) in ((np.concatenate([first["w_x"], first["w_h"]]), (80, 256)),
                                      (np.concatenate([second["w_x"], second["w_h"]])[:, :64],
@@ -286,10 +286,11 @@ def test_reference_code_init_draws_glorot_over_x_and_h():
         assert block.shape == (fan_in, fan_out)
         assert np.abs(block).max() <= limit and np.abs(block).max() > 0.95 * limit
         assert abs(block.std() - limit / np.sqrt(3)) < 0.05 * limit  # uniform(-l, l)
-    s0 = np.concatenate([first["s0"].c, first["s0"].h, second["s0"]])
+    s0 = np.concatenate([first["s0"]["c"], first["s0"]["h"], second["s0"]])
     assert abs(s0.mean()) < 0.3 and abs(s0.std() - 1) < 0.2  # N(0, 1)
     assert np.abs(params["w_p"]).max() <= np.sqrt(6 / (32 + 1))
-    np.testing.assert_array_equal(first["b"], cell.init(jax.random.key(1), 16)["cell"][0]["b"])
+    initial = cell.init(jax.random.key(1), 16)["cell"]["layers_0"]
+    np.testing.assert_array_equal(first["b"], initial["b"])
     readout = models.init_params(jax.random.key(2), cell, 16, 1, init="reference_code")
     limit = np.sqrt(6 / (32 + 1))  # Glorot-uniform readout, the authors' fully_connected
     w = np.asarray(readout["readout"]["w"])

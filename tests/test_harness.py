@@ -165,6 +165,16 @@ def test_run_length_and_reporting_keys_may_change_on_resume():
     assert configuration.changes_on_resume(saved, config) == []
 
 
+def test_keys_added_after_a_run_started_take_their_defaults_on_resume():
+    config = tiny_config("adding")
+    saved = configuration.as_json(config)
+    del saved["model"]["dropout"], saved["batch_size"]  # a run saved before they existed
+    assert configuration.changes_on_resume(saved, config) == []
+    saved["model"]["cell"] = "skip_gru"
+    assert configuration.changes_on_resume(saved, config) == ["model.cell: 'skip_gru' -> "
+                                                              "'skip_lstm'"]
+
+
 def test_a_workdir_of_an_earlier_version_is_refused(tmp_path):
     checkpoints = Checkpoints(str(tmp_path))
     old = {"members": [{"seed": 0, "cost_per_sample": 1e-5, "best": None}], "seconds": 1.0}

@@ -95,8 +95,10 @@ def as_json(config: ml_collections.ConfigDict) -> dict:
 
 def changes_on_resume(saved: dict, config: ml_collections.ConfigDict) -> list[str]:
     """``key: old -> new`` for every key of ``config`` that differs from the ``saved`` config of
-    the run it would resume, but for :data:`RESUMABLE` keys. With a cosine schedule that ends at
-    the last step (``decay_steps=0``), the training length shapes the schedule: it counts too."""
+    the run it would resume, but for :data:`RESUMABLE` keys and for keys that the saved config
+    lacks (added to skip-rnn after the run started: their defaults keep earlier behaviour). With a
+    cosine schedule that ends at the last step (``decay_steps=0``), the training length shapes
+    the schedule: it counts too."""
     old, new = dict(_flatten(saved)), dict(_flatten(as_json(config)))
     allowed = set(RESUMABLE)
     if config.lr_schedule == "cosine" and not config.decay_steps:
@@ -104,7 +106,7 @@ def changes_on_resume(saved: dict, config: ml_collections.ConfigDict) -> list[st
     missing = "(not set)"
     return [f"{key}: {old.get(key, missing)!r} -> {new.get(key, missing)!r}"
             for key in sorted(old.keys() | new.keys())
-            if key not in allowed and old.get(key, missing) != new.get(key, missing)]
+            if key not in allowed and key in old and old[key] != new.get(key, missing)]
 
 
 def num_members(config: ml_collections.ConfigDict) -> int:

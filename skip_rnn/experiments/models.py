@@ -80,13 +80,14 @@ def reference_code_init(key: PRNGKey, params: Params) -> Params:
     and its candidate's ``[F + H, H]``, each with its own bound; the learned ``s0`` ~ N(0, 1),
     ``w_p`` Glorot-uniform. Biases are kept.
 
-    Walks a cell's parameters: a layer (``w_x``, ``w_h``, ``s0``), a stack (a tuple of layers)
-    or a skip cell (``{"cell", "w_p", "b_p"}``).
+    Walks a cell's parameters: a layer (``w_x``, ``w_h``, ``s0``), a stack (``{"layers_0",
+    ...}``) or a skip cell (``{"cell", "w_p", "b_p"}``).
     """
     glorot = jax.nn.initializers.glorot_uniform()
-    if isinstance(params, tuple):
-        return tuple(reference_code_init(k, p)
-                     for k, p in zip(jax.random.split(key, len(params)), params, strict=True))
+    if "layers_0" in params:
+        return {name: reference_code_init(k, params[name]) for name, k in
+                zip(sorted(params, key=lambda n: int(n.split("_")[1])),
+                    jax.random.split(key, len(params)), strict=True)}
     k_cell, k_gate, k_s0 = jax.random.split(key, 3)
     if "w_p" in params:
         w_p = glorot(k_gate, (params["w_p"].shape[0], 1))[:, 0]

@@ -19,7 +19,8 @@ import numpy as np
 from skip_rnn.experiments.configuration import ConfigError
 from skip_rnn.experiments.data import TaskData
 
-VERSION = 2  # 1: the free-form dict of earlier versions (no saved config), refused
+# 1: a free-form dict (no saved config); 2: parameters held NamedTuples and tuples; both refused.
+VERSION = 3
 
 
 class Evaluation(NamedTuple):
@@ -64,8 +65,8 @@ class RunRecord:
         has no config to check a resume against) is refused, naming ``where``."""
         if saved.get("version") != VERSION:
             raise ConfigError(
-                f"{where} was written by an earlier version of skip-rnn, which saved no config "
-                "to check a resume against: use another --workdir.")
+                f"{where} was written by an earlier version of skip-rnn, whose checkpoints this "
+                "version does not read: use another --workdir.")
         members = [MemberRecord(**{**m, "validations": [Evaluation(*e) for e in
                                                         m["validations"]]})
                    for m in saved["members"]]
