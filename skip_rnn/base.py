@@ -13,6 +13,7 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+from jax.sharding import PartitionSpec
 
 Array = jax.Array
 PRNGKey = jax.Array
@@ -69,6 +70,20 @@ class Cell(NamedTuple):
     step: Callable[..., tuple[State, Any]]
     output: Callable[[State], Array]
     gate_input: Callable[[State], Array]
+
+
+def rows_sharded_like(tree, like: Array):
+    """``tree`` (leaves ``[B, ...]``) with its batch axis sharded as that of ``like``
+    (``[B, ...]``) where ``like``'s type carries a sharding (an explicit mesh,
+    ``jax.sharding.AxisType.Explicit``); elsewhere ``tree`` as it is.
+
+    States, lengths and buffers that a runner builds itself (``cell.initial_state``) start
+    replicated; on an explicit mesh a scan refuses a carry whose sharding changes, so the
+    runners shard them as the inputs are sharded."""
+    spec = jax.typeof(like).sharding.spec
+    if not spec or spec[0] is None:
+        return tree
+    return jax.tree.map(lambda a: jax.sharding.reshard(a, PartitionSpec(spec[0])), tree)
 
 
 def where_rows(keep_new: Array, new: Array, old: Array) -> Array:

@@ -22,7 +22,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from skip_rnn.base import Array, Output, Params, serializable, where_rows
+from skip_rnn.base import Array, Output, Params, rows_sharded_like, serializable, where_rows
 from skip_rnn.skip import SkipCell, SkipState, skips_after_update, u_tilde_after
 from skip_rnn.unroll import checked_lengths, unroll
 
@@ -74,13 +74,13 @@ def jump_unroll(
     """
     _check_jumpable(cell)
     batch_size, num_steps = xs.shape[:2]
-    rows = jnp.arange(batch_size)
-    limit = (jnp.full((batch_size,), num_steps) if lengths is None
-             else checked_lengths("jump_unroll", lengths, batch_size, num_steps))
+    limit = rows_sharded_like(jnp.full((batch_size,), num_steps) if lengths is None
+                              else checked_lengths("jump_unroll", lengths, batch_size, num_steps),
+                              xs)
     if num_steps == 0:  # nothing to read or jump over
         final_state, out = unroll(cell, params, xs)
         return final_state, out, JumpInfo(final_state.num_updates, jnp.zeros((), jnp.int32))
-    state = cell.initial_state(params, batch_size)
+    state = rows_sharded_like(cell.initial_state(params, batch_size), xs)
     h0 = cell.output(state)
 
     class Loop(NamedTuple):
@@ -99,7 +99,7 @@ def jump_unroll(
 
     def body(loop: Loop) -> Loop:
         go = active(loop)
-        x = where_rows(go, xs[rows, jnp.minimum(loop.t, num_steps - 1)], 0)
+        x = where_rows(go, _at_steps(xs, jnp.minimum(loop.t, num_steps - 1)), 0)
         new_state, h, skips = _update(cell, params, loop.state, x)
         state = jax.tree.map(lambda new, old: where_rows(go, new, old), new_state, loop.state)
         records = zip((loop.h, loop.at, loop.delta_u),
@@ -115,9 +115,9 @@ def jump_unroll(
         state,
         jnp.zeros_like(limit),
         jnp.zeros((), jnp.int32),
-        jnp.zeros((batch_size, num_steps, *h0.shape[1:]), h0.dtype),
-        jnp.full((batch_size, num_steps), num_steps),
-        jnp.zeros((batch_size, num_steps), state.delta_u.dtype),
+        *rows_sharded_like((jnp.zeros((batch_size, num_steps, *h0.shape[1:]), h0.dtype),
+                            jnp.full((batch_size, num_steps), num_steps),
+                            jnp.zeros((batch_size, num_steps), state.delta_u.dtype)), xs),
     )
     loop = jax.lax.while_loop(lambda loop: jnp.any(active(loop)), body, init)
     out = _dense_outputs(loop.h, loop.at, loop.delta_u, limit, h0, lengths is not None)
@@ -146,9 +146,15 @@ def jump_stream(cell: SkipCell) -> JumpStream:
         return cell.initial_state(params, batch_size)
 
     def push(params: Params, state: SkipState, x: Array):
-        return _update(cell, params, state, x)
+        return _update(cell, params, rows_sharded_like(state, x), x)
 
     return JumpStream(start, push)
+
+
+def _at_steps(xs: Array, t: Array) -> Array:
+    """``xs[b, t[b]]`` for every row: ``[B, T, ...]`` and ``[B]`` -> ``[B, ...]``."""
+    index = t.reshape(t.shape + (1,) * (xs.ndim - 1))
+    return jnp.take_along_axis(xs, index, axis=1)[:, 0]
 
 
 def _update(cell: SkipCell, params: Params, state: SkipState, x: Array):
@@ -165,8 +171,8 @@ def _dense_outputs(h_at, at, delta_u_at, limit, h0, mask_padding: bool) -> Outpu
     gate's in the dtype of ``delta_u_at`` (float32 whatever ``h``'s), as ``unroll``'s."""
     batch_size, num_steps = at.shape
     steps = jnp.arange(num_steps)
-    u = jnp.zeros(at.shape, delta_u_at.dtype).at[jnp.arange(batch_size)[:, None], at].set(
-        1, mode="drop")
+    u = jax.vmap(lambda row: jnp.zeros(num_steps, delta_u_at.dtype).at[row].set(
+        1, mode="drop"))(at)
     count = jnp.cumsum(u.astype(jnp.int32), axis=1)  # updates at or before each step
 
     def of_update(records, index):  # records[b, index[b, t]]

@@ -39,7 +39,7 @@ import jax.numpy as jnp
 from jax.typing import DTypeLike
 
 from skip_rnn import cells
-from skip_rnn.base import Array, Cell, Output, Params, PRNGKey, State
+from skip_rnn.base import Array, Cell, Output, Params, PRNGKey, State, rows_sharded_like
 from skip_rnn.skip import (
     SkipState,
     check_settings,
@@ -62,19 +62,19 @@ class PureCell(nn.RNNCellBase):
         cell = self.pure_cell()
         params = self.param("cell", lambda key: cell.init(key, inputs.shape[-1]))
         key = self.make_rng("skip") if getattr(self, "binarize", "round") == "bernoulli" else None
-        return cell.step(params, carry, inputs, key)
+        return cell.step(params, rows_sharded_like(carry, inputs), inputs, key)
 
     @nn.nowrap
     def initialize_carry(self, rng: PRNGKey, input_shape: tuple[int, ...]) -> State:
         """The learned initial state ``s_0`` for inputs of shape ``[B, F]``.
 
         The parameters are made by the first ``__call__``, after ``nn.RNN`` asks for the
-        carry; until then ``s_0`` is its initial value (zeros).
+        carry; until then, and on an unbound module, ``s_0`` is its initial value (zeros).
         """
         if len(input_shape) != 2:
             raise ValueError(f"expected inputs [batch, features], got shape {input_shape}.")
         cell = self.pure_cell()
-        if self.has_variable("params", "cell"):
+        if self.scope is not None and self.has_variable("params", "cell"):
             params = self.get_variable("params", "cell")
         else:
             params = cell.init(rng, input_shape[-1])
@@ -281,7 +281,7 @@ class Skip(nn.RNNCellBase):
         b_p = self.param("b_p", lambda key: init_gate(key, size, self.update_bias)["b_p"])
         key = self.make_rng("skip") if self.binarize == "bernoulli" else None
         return gated_step(self.cell, default_gate_input, default_output, {"w_p": w_p, "b_p": b_p},
-                          carry, inputs, key, binarize=self.binarize,
+                          rows_sharded_like(carry, inputs), inputs, key, binarize=self.binarize,
                           max_updates=self.max_updates, gradient=self.gradient)
 
     @nn.nowrap

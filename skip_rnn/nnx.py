@@ -29,7 +29,7 @@ from collections.abc import Callable
 
 from flax import nnx
 
-from skip_rnn.base import Array, Output, Params
+from skip_rnn.base import Array, Output, Params, rows_sharded_like
 from skip_rnn.linen import default_gate_input, default_output
 from skip_rnn.skip import (
     SkipState,
@@ -81,8 +81,9 @@ class Skip(nnx.RNNCellBase):
         """One step: ``carry`` as from :meth:`initialize_carry`, ``inputs`` ``[B, F]``; the
         wrapped cell is called in place (its parameters are its own)."""
         key = self.rngs() if self.binarize == "bernoulli" else None
-        return gated_step(self.cell, default_gate_input, default_output, self._gate(), carry,
-                          inputs, key, binarize=self.binarize, max_updates=self.max_updates,
+        return gated_step(self.cell, default_gate_input, default_output, self._gate(),
+                          rows_sharded_like(carry, inputs), inputs, key, binarize=self.binarize,
+                          max_updates=self.max_updates,
                           gradient=self.gradient)
 
     def initialize_carry(

@@ -6,7 +6,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from skip_rnn.base import Array, Cell, Output, Params, PRNGKey, State, where_rows
+from skip_rnn.base import Array, Cell, Output, Params, PRNGKey, State, rows_sharded_like, where_rows
 
 
 def unroll(
@@ -49,9 +49,10 @@ def unroll(
         raise ValueError(f"unroll: `xs` must be [batch, time, features], got shape {xs.shape}.")
     batch_size, num_steps = xs.shape[:2]
     state = cell.initial_state(params, batch_size) if initial_state is None else initial_state
+    state = rows_sharded_like(state, xs)
     valid = None
     if lengths is not None:
-        lengths = checked_lengths("unroll", lengths, batch_size, num_steps)
+        lengths = rows_sharded_like(checked_lengths("unroll", lengths, batch_size, num_steps), xs)
         valid = jnp.arange(num_steps)[:, None] < lengths[None, :]
     keys = None if key is None else jax.random.split(key, num_steps)
 

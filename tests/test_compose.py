@@ -3,6 +3,10 @@ without a target, each against the same computation without the feature."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import flax.serialization
 import jax
 import jax.numpy as jnp
@@ -83,3 +87,73 @@ def test_exported_unroll_jump_unroll_and_push_serialize_and_give_the_same_output
     got, want = _roundtrip(runner.push, params, state, xs[:, 0])
     assert isinstance(got[0].cell[0], sr.LSTMState)
     _same(got, want)
+
+
+SHARDED = r'''
+import flax.linen as nn
+import jax, jax.numpy as jnp, numpy as np, optax
+from flax import nnx
+from jax.sharding import AxisType, NamedSharding, PartitionSpec as P
+import skip_rnn as sr
+from skip_rnn.linen import SkipLSTMCell
+from skip_rnn.nnx import Skip
+
+cell = sr.skip(sr.stack([sr.lstm(8), sr.gru(6)]))
+params = {**cell.init(jax.random.key(0), 3), "b_p": jnp.asarray(-0.5)}
+xs = jax.random.normal(jax.random.key(1), (8, 7, 3))
+lengths = jnp.array([7, 5, 1, 0, 7, 3, 6, 2])
+tx = optax.adam(1e-2)
+linen_rnn = nn.RNN(SkipLSTMCell(8))
+linen_vars = linen_rnn.init(jax.random.key(2), xs)
+nnx_rnn = nnx.RNN(Skip(nnx.LSTMCell(3, 8, rngs=nnx.Rngs(0)), rngs=nnx.Rngs(0)))
+
+def loss(p, x, n):
+    state, out = sr.unroll(cell, p, x, n)
+    return jnp.mean(cell.output(state) ** 2) + sr.budget_loss(out.u, 1e-2)
+
+@jax.jit
+def train_step(p, opt_state, x, n):
+    value, grads = jax.value_and_grad(loss)(p, x, n)
+    updates, opt_state = tx.update(grads, opt_state, p)
+    return optax.apply_updates(p, updates), value, grads
+
+runner = sr.jump_stream(cell)
+linen_carry = SkipLSTMCell(8).initialize_carry(jax.random.key(0), (8, 3))
+nnx_carry = nnx_rnn.cell.initialize_carry((8, 3), nnx.Rngs(0))
+
+def like_rows(carry, x):
+    """On an explicit mesh, Flax's RNNs need the initial carry sharded as the inputs are."""
+    spec = jax.typeof(x).sharding.spec[0]
+    return carry if spec is None else jax.tree.map(
+        lambda a: jax.sharding.reshard(a, P(spec)), carry)
+
+computations = {
+    "unroll": jax.jit(lambda p, x, n: sr.unroll(cell, p, x, n)),
+    "train_step": lambda p, x, n: train_step(p, tx.init(p), x, n),
+    "jump_unroll": jax.jit(lambda p, x, n: sr.jump_unroll(cell, p, x, n)),
+    "push": lambda p, x, n: jax.jit(runner.push)(p, runner.start(p, x.shape[0]), x[:, 0]),
+    "linen": jax.jit(lambda p, x, n: linen_rnn.apply(linen_vars, x, seq_lengths=n,
+                                                     initial_carry=like_rows(linen_carry, x))),
+    "nnx": lambda p, x, n: nnx_rnn(x, initial_carry=like_rows(nnx_carry, x)),
+}
+expected = {name: f(params, xs, lengths) for name, f in computations.items()}
+for kind in (AxisType.Explicit, AxisType.Auto):
+    mesh = jax.make_mesh((4,), ("batch",), axis_types=(kind,))
+    with jax.set_mesh(mesh):
+        rows = NamedSharding(mesh, P("batch"))
+        x, n = jax.device_put(xs, rows), jax.device_put(lengths, rows)
+        for name, f in computations.items():
+            got = f(params, x, n)
+            jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6),
+                         got, expected[name])
+            print(kind, name, "equal")
+'''
+
+
+def test_every_entry_point_runs_on_explicit_and_auto_meshes_as_unsharded():
+    env = {**os.environ, "JAX_PLATFORMS": "cpu",
+           "XLA_FLAGS": "--xla_force_host_platform_device_count=4"}
+    run = subprocess.run([sys.executable, "-c", SHARDED], env=env, capture_output=True,
+                         text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert run.stdout.count("equal") == 12
