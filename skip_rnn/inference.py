@@ -21,6 +21,7 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from skip_rnn.base import Array, Output, Params, rows_sharded_like, serializable, where_rows
 from skip_rnn.skip import SkipCell, SkipState, skips_after_update, u_tilde_after
@@ -51,7 +52,13 @@ class JumpStream(NamedTuple):
 
 
 def jump_unroll(
-    cell: SkipCell, params: Params, xs: Array, lengths: Array | None = None
+    cell: SkipCell,
+    params: Params,
+    xs: Array,
+    lengths: Array | None = None,
+    initial_state: SkipState | None = None,
+    *,
+    chunk: int | None = None,
 ) -> tuple[SkipState, Output, JumpInfo]:
     """Runs a skip cell over ``xs`` computing only the steps that update.
 
@@ -59,28 +66,49 @@ def jump_unroll(
     else within float rounding) plus a :class:`JumpInfo`. Inputs at skipped steps are never
     read. The dense outputs are filled in after the loop: ``out.h`` at a skipped step is the
     last update's output; ``out.u_tilde`` follows eq. 5 in closed form. With ``T = 0`` it returns
-    ``unroll``'s initial state and empty outputs, with no updates.
+    the initial state and empty outputs, with no updates.
+
+    For inference: the loop is a ``lax.while_loop`` whose length depends on the gates, which
+    reverse-mode differentiation cannot go through; train with :func:`skip_rnn.unroll` (the
+    same numbers). It composes with ``jax.jit`` and ``jax.vmap`` (e.g. over a population's
+    parameters).
 
     Args:
       cell: a skip cell from :func:`skip_rnn.skip` with ``binarize="round"``.
       params: its parameters.
-      xs: ``[B, T, F]``, or ``[B, T, ..., F]`` (as :func:`skip_rnn.unroll`).
-      lengths: optional int ``[B]``; steps ``t >= lengths[b]`` are padding. As in
-        :func:`skip_rnn.unroll`: in ``[0, T]``; concrete values outside it raise ``ValueError``,
-        traced ones are clipped to it.
+      xs: ``[B, T, F]``, or ``[B, T, ..., F]`` (as :func:`skip_rnn.unroll`); any array type.
+      lengths: optional integer ``[B]`` (any integer dtype); steps ``t >= lengths[b]`` are
+        padding. As in :func:`skip_rnn.unroll`: in ``[0, T]``; concrete values outside it raise
+        ``ValueError``, traced ones are clipped to it.
+      initial_state: optional state to continue from (default ``cell.initial_state``): the
+        ``final_state`` of an earlier call (or of :func:`skip_rnn.unroll`) over the steps
+        before ``xs``; jumping over ``xs[:, :k]`` then ``xs[:, k:]`` equals one call over ``xs``.
+      chunk: loop iterations per trip of the ``while_loop`` test (``fori_loop`` of ``chunk``
+        inside; finished sequences do nothing): on accelerators each test is a round trip to
+        the host. ``None``: 1 on the CPU, 8 elsewhere. A speed setting only.
 
     Returns:
-      ``(final_state, out, info)``.
+      ``(final_state, out, info)``; ``info.num_updates`` counts the updates of this call.
     """
     _check_jumpable(cell)
+    xs = jnp.asarray(xs)
+    if xs.ndim < 3:
+        raise ValueError(f"jump_unroll: `xs` must be [batch, time, features], got shape "
+                         f"{xs.shape}.")
+    if chunk is not None and (isinstance(chunk, bool) or not isinstance(chunk, int | np.integer)
+                              or chunk < 1):
+        raise ValueError(f"jump_unroll: `chunk` must be a positive integer, got {chunk!r}.")
     batch_size, num_steps = xs.shape[:2]
-    limit = rows_sharded_like(jnp.full((batch_size,), num_steps) if lengths is None
-                              else checked_lengths("jump_unroll", lengths, batch_size, num_steps),
-                              xs)
+    if initial_state is None:
+        initial_state = cell.initial_state(params, batch_size)
     if num_steps == 0:  # nothing to read or jump over
-        final_state, out = unroll(cell, params, xs)
-        return final_state, out, JumpInfo(final_state.num_updates, jnp.zeros((), jnp.int32))
-    state = rows_sharded_like(cell.initial_state(params, batch_size), xs)
+        final_state, out = unroll(cell, params, xs, initial_state=initial_state)
+        no_updates = jnp.zeros((batch_size,), jnp.int32)
+        return final_state, out, JumpInfo(no_updates, jnp.zeros((), jnp.int32))
+    limit = (jnp.full((batch_size,), num_steps, jnp.int32) if lengths is None
+             else checked_lengths("jump_unroll", lengths, batch_size, num_steps)
+             .astype(jnp.int32))
+    limit, state = rows_sharded_like((limit, initial_state), xs)
     h0 = cell.output(state)
 
     class Loop(NamedTuple):
@@ -97,32 +125,44 @@ def jump_unroll(
             within &= loop.state.num_updates < cell.max_updates
         return within
 
-    def body(loop: Loop) -> Loop:
+    def iterate(loop: Loop) -> Loop:
         go = active(loop)
         x = where_rows(go, _at_steps(xs, jnp.minimum(loop.t, num_steps - 1)), 0)
         new_state, h, skips = _update(cell, params, loop.state, x)
         state = jax.tree.map(lambda new, old: where_rows(go, new, old), new_state, loop.state)
-        records = zip((loop.h, loop.at, loop.delta_u),
-                      (h, jnp.where(go, loop.t, num_steps), new_state.delta_u), strict=True)
-        return Loop(
-            state,
-            jnp.where(go, loop.t + 1 + skips, loop.t),
-            loop.iteration + 1,
-            *(jax.lax.dynamic_update_index_in_dim(r, v, loop.iteration, 1) for r, v in records),
-        )
 
+        def record(records: Array, value: Array) -> Array:  # idle rows keep the slot's value
+            kept = jax.lax.dynamic_index_in_dim(records, loop.iteration, 1, keepdims=False)
+            return jax.lax.dynamic_update_index_in_dim(records, where_rows(go, value, kept),
+                                                       loop.iteration, 1)
+
+        return Loop(state, jnp.where(go, loop.t + 1 + skips, loop.t),
+                    loop.iteration + jnp.any(go).astype(jnp.int32), record(loop.h, h),
+                    record(loop.at, loop.t), record(loop.delta_u, new_state.delta_u))
+
+    chunk = chunk or (1 if jax.default_backend() == "cpu" else 8)
+    body = iterate if chunk == 1 else (
+        lambda loop: jax.lax.fori_loop(0, chunk, lambda _, loop: iterate(loop), loop))
     init = Loop(
         state,
-        jnp.zeros_like(limit),
+        _first_update(state),
         jnp.zeros((), jnp.int32),
         *rows_sharded_like((jnp.zeros((batch_size, num_steps, *h0.shape[1:]), h0.dtype),
-                            jnp.full((batch_size, num_steps), num_steps),
+                            jnp.full((batch_size, num_steps), num_steps, jnp.int32),
                             jnp.zeros((batch_size, num_steps), state.delta_u.dtype)), xs),
     )
     loop = jax.lax.while_loop(lambda loop: jnp.any(active(loop)), body, init)
-    out = _dense_outputs(loop.h, loop.at, loop.delta_u, limit, h0, lengths is not None)
-    final_state = _skipped_to_end(loop.state, loop.at, limit)
-    return final_state, out, JumpInfo(loop.state.num_updates, loop.iteration)
+    updates = jnp.sum(loop.at < num_steps, axis=1, dtype=jnp.int32)
+    out = _dense_outputs(loop.h, loop.at, loop.delta_u, limit, state, h0, lengths is not None)
+    final_state = _skipped_to_end(loop.state, loop.at, updates, limit, state.num_skips)
+    return final_state, out, JumpInfo(updates, loop.iteration)
+
+
+def _first_update(state: SkipState) -> Array:
+    """``[B]``: the first step at which a sequence in ``state`` updates: 0 if ``ũ`` rounds to
+    1, else once the skips that eq. 6 gives its last update's ``Δũ`` are over."""
+    remaining = skips_after_update(state.delta_u) - state.num_skips
+    return jnp.where(state.u_tilde >= 0.5, 0, jnp.maximum(remaining, 0)).astype(jnp.int32)
 
 
 def jump_stream(cell: SkipCell) -> JumpStream:
@@ -166,38 +206,45 @@ def _update(cell: SkipCell, params: Params, state: SkipState, x: Array):
     return new_state, out.h, skips
 
 
-def _dense_outputs(h_at, at, delta_u_at, limit, h0, mask_padding: bool) -> Output:
-    """Per-step outputs ``[B, T, ...]`` from the updates' records (``at``: their steps); the
-    gate's in the dtype of ``delta_u_at`` (float32 whatever ``h``'s), as ``unroll``'s."""
-    batch_size, num_steps = at.shape
+def _dense_outputs(h_at, at, delta_u_at, limit, state, h0, mask_padding: bool) -> Output:
+    """Per-step outputs ``[B, T, ...]`` from the updates' records (``at``: their steps), after
+    ``state`` (its output ``h0``); the gate's in the dtype of ``delta_u_at`` (float32 whatever
+    ``h``'s), as ``unroll``'s. Before a row's first update here, its ``ũ`` grows from the
+    state's last update, ``num_skips + 1`` steps before step 0 (the initial state: ``Δũ = 1``,
+    one step before)."""
+    num_steps = at.shape[1]
     steps = jnp.arange(num_steps)
     u = jax.vmap(lambda row: jnp.zeros(num_steps, delta_u_at.dtype).at[row].set(
         1, mode="drop"))(at)
     count = jnp.cumsum(u.astype(jnp.int32), axis=1)  # updates at or before each step
 
-    def of_update(records, index):  # records[b, index[b, t]]
-        return jnp.take_along_axis(records, jnp.maximum(index, 0), axis=1)
+    def of_update(records, index, before):  # records[b, index[b, t]], or `before` if < 0
+        value = jnp.take_along_axis(records, jnp.maximum(index, 0), axis=1)
+        return jnp.where(index >= 0, value, before)
 
     last = count - 1
     last_h = last.reshape(last.shape + (1,) * (h_at.ndim - 2))
-    h = jnp.where(last_h >= 0, of_update(h_at, last_h), h0[:, None])
-    delta_u = of_update(delta_u_at, last)
+    h = of_update(h_at, last_h, h0[:, None])
+    delta_u = of_update(delta_u_at, last, state.delta_u[:, None])
     before = last - u.astype(jnp.int32)  # the last update strictly before each step
-    since = steps - of_update(at, before)
-    u_tilde = jnp.where(before >= 0, u_tilde_after(since, of_update(delta_u_at, before)), 1)
+    since = steps - of_update(at, before, -1 - state.num_skips[:, None])
+    u_tilde = u_tilde_after(since, of_update(delta_u_at, before, state.delta_u[:, None]))
     if mask_padding:
         valid = steps[None, :] < limit[:, None]
         delta_u, u_tilde = (jnp.where(valid, v, 0) for v in (delta_u, u_tilde))
     return Output(h, u, u_tilde, delta_u)
 
 
-def _skipped_to_end(state: SkipState, at: Array, limit: Array) -> SkipState:
-    """The state after the skips that follow the last update, up to each sequence's end."""
-    last = jnp.take_along_axis(at, jnp.maximum(state.num_updates - 1, 0)[:, None], 1)[:, 0]
-    updated = state.num_updates > 0
-    num_skips = jnp.where(updated, limit - 1 - last, 0).astype(jnp.int32)
-    u_tilde = u_tilde_after(num_skips + 1, state.delta_u)
-    return state._replace(num_skips=num_skips, u_tilde=jnp.where(updated, u_tilde, 1))
+def _skipped_to_end(state: SkipState, at: Array, updates: Array, limit: Array,
+                    num_skips_before: Array) -> SkipState:
+    """The state after the skips that follow the last update (``updates`` ``[B]`` of them
+    here, at steps ``at``), up to each sequence's end; a row that made none here skipped its
+    ``limit`` steps after the ``num_skips_before`` it had skipped already."""
+    last = jnp.take_along_axis(at, jnp.maximum(updates - 1, 0)[:, None], 1)[:, 0]
+    num_skips = jnp.where(updates > 0, limit - 1 - last, num_skips_before + limit)
+    num_skips = num_skips.astype(jnp.int32)
+    return state._replace(num_skips=num_skips,
+                          u_tilde=u_tilde_after(num_skips + 1, state.delta_u))
 
 
 def _check_jumpable(cell: SkipCell) -> None:

@@ -18,6 +18,8 @@ def unroll(
     initial_state: State | None = None,
     *,
     unroll: int | bool = 1,
+    reverse: bool = False,
+    remat: bool = False,
 ) -> tuple[State, Output]:
     """Runs ``cell`` over ``xs`` and returns ``(final_state, out)``.
 
@@ -40,6 +42,12 @@ def unroll(
       unroll: steps per iteration of the ``lax.scan`` loop (``True``: all), passed to it; a
         speed setting only, for any ``T`` (a multiple of it or not): the same gates, and
         outputs and gradients equal to ``unroll=1``'s up to float rounding.
+      reverse: read each sequence's valid steps from last to first (step ``lengths[b] - 1``
+        first, step 0 last; the padding stays at the end, untouched); ``out`` stays in input
+        order (Flax's ``keep_order=True``), so ``out.h[:, t]`` is the output after reading
+        ``xs[:, t]``. The backward half of a bidirectional RNN.
+      remat: recompute each step in the backward pass instead of storing its intermediates
+        (``jax.checkpoint``): the same values and gradients, less memory on long sequences.
 
     Returns:
       ``final_state`` (leaves ``[B, ...]``) and an :class:`Output` with ``h`` ``[B, T, H]`` and
@@ -55,10 +63,15 @@ def unroll(
         lengths = rows_sharded_like(checked_lengths("unroll", lengths, batch_size, num_steps), xs)
         valid = jnp.arange(num_steps)[:, None] < lengths[None, :]
     keys = None if key is None else jax.random.split(key, num_steps)
+    order = None
+    if reverse:
+        order = rows_sharded_like(_reversed_order(batch_size, num_steps, lengths), xs)
+        xs = _reorder(xs, order)
+    step = jax.checkpoint(cell.step) if remat else cell.step
 
     def body(state: State, inputs: tuple[Array, Array | None, PRNGKey | None]):
         x, valid_t, key_t = inputs
-        new_state, out = cell.step(params, state, x, key_t)
+        new_state, out = step(params, state, x, key_t)
         out = as_output(out)
         if valid_t is None:
             return new_state, out
@@ -68,7 +81,24 @@ def unroll(
     final_state, out = jax.lax.scan(body, state, (jnp.swapaxes(xs, 0, 1), valid, keys),
                                     unroll=unroll)
     out = jax.tree.map(lambda v: jnp.swapaxes(v, 0, 1), out)
+    if order is not None:
+        out = jax.tree.map(lambda v: _reorder(v, order), out)
     return final_state, out if lengths is None else mask_padding(out, lengths)
+
+
+def _reversed_order(batch_size: int, num_steps: int, lengths: Array | None) -> Array:
+    """``[B, T]`` step indices that reverse each row's valid steps ``[0, lengths[b])`` and keep
+    its padding in place; the permutation is its own inverse."""
+    steps = jnp.arange(num_steps)
+    if lengths is None:
+        return jnp.broadcast_to(steps[::-1], (batch_size, num_steps))
+    return jnp.where(steps < lengths[:, None], lengths[:, None] - 1 - steps, steps)
+
+
+def _reorder(values: Array, order: Array) -> Array:
+    """``values[b, order[b, t]]`` for ``values`` ``[B, T, ...]``."""
+    index = order.reshape(order.shape + (1,) * (values.ndim - 2))
+    return jnp.take_along_axis(values, index, axis=1)
 
 
 def mask_padding(out: Output, lengths: Array) -> Output:

@@ -157,3 +157,85 @@ def test_every_entry_point_runs_on_explicit_and_auto_meshes_as_unsharded():
                          text=True, timeout=600)
     assert run.returncode == 0, run.stderr[-3000:]
     assert run.stdout.count("equal") == 12
+
+
+@pytest.mark.parametrize("name", ["gru", "skip_lstm"])
+def test_reverse_reads_each_sequences_valid_steps_last_to_first(name):
+    cell = CELLS[name]()
+    params = _skipping(cell.init(jax.random.key(0), F))
+    xs, lengths = _inputs(), jnp.array([T, 4])
+    final_state, out = sr.unroll(cell, params, xs, lengths, reverse=True)
+    for b, length in enumerate(np.asarray(lengths)):  # each row alone, reversed by hand
+        row_state, row_out = sr.unroll(cell, params, xs[b : b + 1, :length][:, ::-1])
+        jax.tree.map(lambda got, want, b=b: np.testing.assert_allclose(got[b], want[0],
+                                                                       rtol=1e-6),
+                     final_state, row_state)
+        for got, want in zip(out, row_out, strict=True):
+            np.testing.assert_allclose(got[b, :length], want[0, ::-1], rtol=1e-6)
+        np.testing.assert_array_equal(out.u[b, length:], 0)  # padding stays at the end
+
+
+def test_remat_gives_the_same_values_and_gradients():
+    cell = CELLS["skip_lstm"]()
+    params = _skipping(cell.init(jax.random.key(0), F))
+
+    def loss(p, remat):
+        state, out = sr.unroll(cell, p, _inputs(), jnp.array([T, 4]), remat=remat)
+        return jnp.sum(cell.output(state) ** 2) + sr.budget_loss(out.u, 1e-2)
+
+    value, grads = jax.value_and_grad(loss)(params, False)
+    value_remat, grads_remat = jax.value_and_grad(loss)(params, True)
+    np.testing.assert_allclose(value_remat, value, rtol=1e-6)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7),
+                 grads_remat, grads)
+
+
+def _jumping_case():
+    cell = CELLS["skip_lstm"]()
+    params = {**cell.init(jax.random.key(0), F), "b_p": jnp.asarray(-1.0)}
+    xs = jax.random.normal(jax.random.key(1), (3, 12, F))
+    return cell, params, xs, jnp.array([12, 7, 0])
+
+
+def _equal_runs(got, want):
+    """``(final_state, out)`` of two runs, equal to float rounding; the gates exactly."""
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7), got, want)
+    np.testing.assert_array_equal(got[1].u, want[1].u)
+
+
+@pytest.mark.parametrize("chunk", [1, 3, 8])
+def test_jumping_in_chunks_and_continued_equals_unroll(chunk):
+    cell, params, xs, lengths = _jumping_case()
+    want = sr.unroll(cell, params, xs, lengths)
+    state, out, info = sr.jump_unroll(cell, params, xs, lengths, chunk=chunk)
+    _equal_runs((state, out), want)
+    assert 0 < int(info.num_updates.sum()) < int(lengths.sum())  # it skips
+    assert int(info.num_iterations) == int(info.num_updates.max())
+    for k in (1, 5, 12):  # xs[:, :k], then the rest from where it stopped
+        first, second = np.minimum(lengths, k), np.maximum(lengths - k, 0)
+        state, head, _ = sr.jump_unroll(cell, params, xs[:, :k], first, chunk=chunk)
+        state, tail, _ = sr.jump_unroll(cell, params, xs[:, k:], second, state,
+                                                chunk=chunk)
+        _equal_runs((state, jax.tree.map(lambda a, b: jnp.concatenate([a, b], 1), head, tail)),
+                    want)
+
+
+def test_jumping_takes_numpy_any_integer_lengths_x64_and_vmap():
+    cell, params, xs, lengths = _jumping_case()
+    want = sr.unroll(cell, params, xs, lengths)
+    for dtype in (np.int16, np.uint8, np.int64):
+        got = sr.jump_unroll(cell, jax.device_get(params), np.asarray(xs),
+                             np.asarray(lengths, dtype))
+        _equal_runs(got[:2], want)
+    with jax.enable_x64(True):
+        got = jax.jit(lambda p, x, n: sr.jump_unroll(cell, p, x, n))(
+            params, xs, jnp.asarray(lengths, jnp.int64))
+        _equal_runs(got[:2], want)
+    population = jax.tree.map(lambda a: jnp.stack([a, a * 0.5]), params)  # 2 members
+    states, outs, infos = jax.vmap(lambda p: sr.jump_unroll(cell, p, xs, lengths))(population)
+    for m in range(2):
+        member = jax.tree.map(lambda a, m=m: a[m], population)
+        _equal_runs(jax.tree.map(lambda a, m=m: a[m], (states, outs)),
+                    sr.unroll(cell, member, xs, lengths))
+    with pytest.raises(ValueError, match=r"jump_unroll: `xs` must be \[batch, time, features\]"):
+        sr.jump_unroll(cell, params, xs[:, 0])
