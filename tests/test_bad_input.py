@@ -262,3 +262,22 @@ def test_the_gate_product_is_computed_at_highest_precision():
     jaxpr = jax.make_jaxpr(update_probability_delta)(gate, jnp.ones((B, H)))
     dots = [e for e in jaxpr.eqns if e.primitive.name == "dot_general"]
     assert dots and all("HIGHEST" in str(e.params["precision"]) for e in dots)
+
+
+def _eq6_brute_force(delta_u, max_n=2100):
+    """Eq. 6 by enumeration: the least ``n >= 1`` with ``n·Δũ >= 0.5``, minus 1; the product
+    exact in float64 (a float32 times an integer below 2**24), then rounded to float32 as the
+    forward pass rounds it."""
+    n = np.arange(1, max_n + 1, dtype=np.float64)
+    products = (n[None, :] * np.asarray(delta_u, np.float64)[:, None]).astype(np.float32)
+    return np.argmax(products >= np.float32(0.5), axis=1)
+
+
+def test_skips_after_update_is_eq6_counted_by_brute_force():
+    rng = np.random.default_rng(0)
+    near_ties = (0.5 / np.arange(1, 400)).astype(np.float32)  # n·Δũ = 0.5 up to rounding
+    delta_u = np.concatenate([
+        10 ** rng.uniform(-3, 0, 2000), near_ties, np.nextafter(near_ties, 0),
+        np.nextafter(near_ties, 1)]).astype(np.float32)
+    np.testing.assert_array_equal(sr.skips_after_update(jnp.asarray(delta_u)),
+                                  _eq6_brute_force(delta_u))
