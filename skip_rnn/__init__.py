@@ -23,7 +23,7 @@ from skip_rnn.flops import flops_per_update
 from skip_rnn.inference import JumpInfo, JumpStream, jump_stream, jump_unroll
 from skip_rnn.random_skip import random_skip
 from skip_rnn.skip import SkipCell, SkipState, skip, skips_after_update, straight_through
-from skip_rnn.unroll import mask_padding, unroll
+from skip_rnn.unroll import mask_padding, unroll, zero_padding
 
 __version__ = _version("skip-rnn")  # the installed package's (pyproject.toml)
 
@@ -67,4 +67,5 @@ __all__ = [
     "straight_through",
     "time_weighted_budget_loss",
     "unroll",
+    "zero_padding",
 ]

@@ -13,6 +13,7 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax.sharding import PartitionSpec
 
 Array = jax.Array
@@ -99,3 +100,42 @@ def where_rows(keep_new: Array, new: Array, old: Array) -> Array:
 def as_rows(values: Array, like: Array) -> Array:
     """``values`` ``[B]`` as ``[B, 1, ...]``, to broadcast against ``like`` ``[B, ...]``."""
     return values.reshape(values.shape + (1,) * (like.ndim - values.ndim))
+
+
+def check_number(caller: str, name: str, value: Any, *, integer: bool = False,
+                 low: float | None = None, high: float | None = None) -> None:
+    """Refuses a concrete ``value`` of argument ``name`` of ``caller`` that is not what is meant.
+
+    The one checker of sizes, counts and rates. ``integer``: a Python or NumPy integer (a count
+    or size; ``bool`` and floats refused), else any real number or array of them (a rate, a
+    cost; NaN refused). Concrete values must lie in ``[low, high)`` (either bound optional);
+    traced values (under ``jax.jit``) pass unchecked.
+
+    Raises:
+      ValueError: naming ``caller``, ``name`` and ``value``.
+    """
+    if isinstance(value, jax.core.Tracer) and not integer:
+        return
+    kind = "an integer" if integer else "a real number"
+    bounds = [f">= {low}"] * (low is not None) + [f"< {high}"] * (high is not None)
+    meant = f"{kind}{' ' if bounds else ''}{' and '.join(bounds)}"
+    if integer:
+        ok = not isinstance(value, bool | np.bool_) and isinstance(value, int | np.integer)
+    else:
+        values = np.asarray(value)
+        ok = (np.issubdtype(values.dtype, np.floating) or np.issubdtype(values.dtype, np.integer))
+        ok = ok and not np.any(np.isnan(values))
+    if ok:
+        values = np.asarray(value)
+        ok = (low is None or bool(np.all(values >= low))) and (
+            high is None or bool(np.all(values < high)))
+    if not ok:
+        raise ValueError(f"{caller}: `{name}` must be {meant}, got {value!r}.")
+
+
+def check_features(caller: str, x: Array, input_size: int) -> None:
+    """Refuses an input ``x`` ``[B, ..., F]`` whose ``F`` is not the ``input_size`` that the
+    parameters were made for (``init(key, input_size)``), naming both sizes."""
+    if x.shape[-1] != input_size:
+        raise ValueError(f"{caller}: the input `x` has {x.shape[-1]} features (shape "
+                         f"{x.shape}), but the parameters were made for input_size={input_size}.")

@@ -20,10 +20,18 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from jax.typing import DTypeLike
 
-from skip_rnn.base import Array, Cell, Params, PRNGKey, State, serializable
+from skip_rnn.base import (
+    Array,
+    Cell,
+    Params,
+    PRNGKey,
+    State,
+    check_features,
+    check_number,
+    serializable,
+)
 
 
 @serializable
@@ -96,12 +104,12 @@ def lstm(hidden_size: int, forget_bias: float = 1.0, *, dtype: DTypeLike | None 
       >>> h.shape
       (2, 8)
     """
-    _check_positive(hidden_size=hidden_size)
+    check_number("lstm", "hidden_size", hidden_size, integer=True, low=1)
     _check_float(dtype=dtype, param_dtype=param_dtype)
     H = hidden_size
 
     def init(key: PRNGKey, input_size: int) -> Params:
-        _check_positive(input_size=input_size)
+        check_number("lstm", "input_size", input_size, integer=True, low=1)
         b = jnp.zeros((4 * H,), param_dtype).at[H : 2 * H].set(forget_bias)
         zeros = jnp.zeros((H,), param_dtype)
         return {**_kernels(key, input_size, H, 4, param_dtype), "b": b,
@@ -109,6 +117,7 @@ def lstm(hidden_size: int, forget_bias: float = 1.0, *, dtype: DTypeLike | None 
 
     def step(params: Params, state: LSTMState, x: Array, key: PRNGKey | None = None):
         del key
+        check_features("lstm", x, params["w_x"].shape[0])
         params, state, x = _cast(dtype, (params, state, x))
         z = x @ params["w_x"] + state.h @ params["w_h"] + params["b"]
         i, f, g, o = jnp.split(z, 4, axis=-1)
@@ -162,12 +171,12 @@ def gru(hidden_size: int, reset_after: bool = True, gate_bias: float = 0.0, *,
       >>> import skip_rnn as sr
       >>> authors_gru = sr.gru(110, reset_after=False, gate_bias=1.0)
     """
-    _check_positive(hidden_size=hidden_size)
+    check_number("gru", "hidden_size", hidden_size, integer=True, low=1)
     _check_float(dtype=dtype, param_dtype=param_dtype)
     H = hidden_size
 
     def init(key: PRNGKey, input_size: int) -> Params:
-        _check_positive(input_size=input_size)
+        check_number("gru", "input_size", input_size, integer=True, low=1)
         zeros = jnp.zeros((H,), param_dtype)
         params = {**_kernels(key, input_size, H, 3, param_dtype),
                   "b": jnp.zeros((3 * H,), param_dtype).at[: 2 * H].set(gate_bias), "s0": zeros}
@@ -175,6 +184,7 @@ def gru(hidden_size: int, reset_after: bool = True, gate_bias: float = 0.0, *,
 
     def step(params: Params, h: Array, x: Array, key: PRNGKey | None = None):
         del key
+        check_features("gru", x, params["w_x"].shape[0])
         params, h, x = _cast(dtype, (params, h, x))
         x_r, x_z, x_n = jnp.split(x @ params["w_x"] + params["b"], 3, axis=-1)
         if reset_after:
@@ -240,11 +250,10 @@ def stack(cells: Sequence[Cell], gate_layers: Sequence[int] = (-1,)) -> Cell:
 
 def _valid_layers(gate_layers: Sequence[int], num_layers: int) -> tuple[int, ...]:
     gate_layers = tuple(gate_layers)
-    if not gate_layers or any(not -num_layers <= i < num_layers for i in gate_layers):
-        raise ValueError(
-            f"stack: `gate_layers` must be a non-empty list of layer indices in "
-            f"[-{num_layers}, {num_layers}), got {gate_layers}."
-        )
+    if not gate_layers:
+        raise ValueError("stack: `gate_layers` must be a non-empty list of layer indices.")
+    for i in gate_layers:
+        check_number("stack", "gate_layers", i, integer=True, low=-num_layers, high=num_layers)
     return gate_layers
 
 
@@ -253,8 +262,3 @@ def _check_float(**dtypes: DTypeLike | None) -> None:
         if dtype is not None and not jnp.issubdtype(dtype, jnp.floating):
             raise ValueError(f"`{name}` must be a floating-point dtype, got {dtype!r}.")
 
-
-def _check_positive(**values: int) -> None:
-    for name, value in values.items():
-        if isinstance(value, bool) or not isinstance(value, int | np.integer) or value <= 0:
-            raise ValueError(f"`{name}` must be a positive integer, got {value!r}.")

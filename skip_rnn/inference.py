@@ -24,7 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from skip_rnn.base import Array, Output, Params, rows_sharded_like, serializable, where_rows
-from skip_rnn.skip import SkipCell, SkipState, skips_after_update, u_tilde_after
+from skip_rnn.skip import MAX_SKIPS, SkipCell, SkipState, skips_after_update, u_tilde_after
 from skip_rnn.unroll import checked_lengths, unroll
 
 
@@ -44,7 +44,10 @@ class JumpStream(NamedTuple):
       start: ``start(params, batch_size=1) -> state``.
       push: ``push(params, state, x) -> (state, h, skips)`` with ``x`` ``[B, F]`` the next sample
         the model reads; ``h`` ``[B, H]``; ``skips`` int32 ``[B]``, the number of samples that
-        follow which the model will not read (``2**24 - 1``: none will be read again).
+        follow which the model will not read: eq. 6, at most ``2**24 - 1`` (after that many
+        skips the model reads again, as :func:`skip_rnn.unroll` does), 0 if the state is not
+        finite (the model keeps reading). Once ``max_updates`` are spent it is ``2**24 - 1``
+        and no sample will be read again.
     """
 
     start: Callable[..., SkipState]
@@ -186,6 +189,10 @@ def jump_stream(cell: SkipCell) -> JumpStream:
         return cell.initial_state(params, batch_size)
 
     def push(params: Params, state: SkipState, x: Array):
+        batch_size = state.u_tilde.shape[0]
+        if x.ndim < 2 or x.shape[0] != batch_size:
+            raise ValueError(f"jump_stream: `x` must be one sample per sequence, [batch, "
+                             f"features] with batch = {batch_size}, got shape {x.shape}.")
         return _update(cell, params, rows_sharded_like(state, x), x)
 
     return JumpStream(start, push)
@@ -202,7 +209,7 @@ def _update(cell: SkipCell, params: Params, state: SkipState, x: Array):
     new_state, out = cell.step(params, state._replace(u_tilde=jnp.ones_like(state.u_tilde)), x)
     skips = skips_after_update(new_state.delta_u)
     if cell.max_updates is not None:  # the budget is spent: never read again
-        skips = jnp.where(new_state.num_updates >= cell.max_updates, 2**24 - 1, skips)
+        skips = jnp.where(new_state.num_updates >= cell.max_updates, MAX_SKIPS, skips)
     return new_state, out.h, skips
 
 

@@ -237,7 +237,9 @@ class Skip(nn.RNNCellBase):
     1``: Flax gives an empty sequence the carry after the padding), and the outputs of valid
     steps are ``unroll``'s. The padded steps still run and gate: ``mask_padding(out,
     lengths)`` (:func:`skip_rnn.mask_padding`) zeroes their ``u``, ``ũ``, ``Δũ``, so that
-    the budget losses count valid steps only, with ``unroll``'s value and gradient.
+    the budget losses count valid steps only, with ``unroll``'s value and gradient. Give
+    ``nn.RNN`` ``zero_padding(xs, lengths)`` (:func:`skip_rnn.zero_padding`), as ``unroll``
+    reads its inputs, so that NaN or Inf in the padding cannot reach a gradient.
 
     Precision: the cell's own ``dtype`` and ``param_dtype`` (``nn.GRUCell(64,
     dtype=jnp.bfloat16)``); the gate's ``w_p``, ``b_p`` and its path are float32 whatever they

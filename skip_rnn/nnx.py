@@ -47,7 +47,8 @@ class Skip(nnx.RNNCellBase):
     The carry is a :class:`skip_rnn.SkipState` around the cell's; the gate reads
     :func:`skip_rnn.linen.default_gate_input` of it (LSTM ``c``, GRU ``h``); each step emits a
     :class:`skip_rnn.Output`. With ``nnx.RNN(..., seq_lengths=)``, mask the padded steps'
-    gates with :func:`skip_rnn.mask_padding`, as for :class:`skip_rnn.linen.Skip`.
+    gates with :func:`skip_rnn.mask_padding` and zero its inputs there with
+    :func:`skip_rnn.zero_padding`, as for :class:`skip_rnn.linen.Skip`.
 
     Args:
       cell: an NNX cell with inputs ``[B, F]`` and an ``in_features`` attribute

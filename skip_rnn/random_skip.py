@@ -14,7 +14,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from skip_rnn.base import Array, Cell, Output, Params, PRNGKey, State
+from skip_rnn.base import Array, Cell, Output, Params, PRNGKey, State, check_number
 from skip_rnn.skip import select
 
 
@@ -38,8 +38,7 @@ def random_skip(cell: Cell, p_skip: float | Array) -> Cell:
       >>> bool(abs(float(out.u.mean()) - 0.5) < 0.05)
       True
     """
-    if isinstance(p_skip, int | float) and not 0.0 <= p_skip < 1.0:
-        raise ValueError(f"random_skip: `p_skip` must be in [0, 1), got {p_skip!r}.")
+    check_number("random_skip", "p_skip", p_skip, low=0, high=1)
 
     def step(params: Params, state: State, x: Array, key: PRNGKey | None = None):
         if key is None:

@@ -56,14 +56,17 @@ from skip_rnn.base import (
     PRNGKey,
     State,
     as_rows,
+    check_number,
     serializable,
     where_rows,
 )
 
 GRADIENTS = ("paper", "eq5", "reference_code")
 
-# Counts of skips saturate here: float32 represents every integer up to 2**24 exactly.
+# Counts of skips saturate here: float32 represents every integer up to 2**24 exactly. After
+# MAX_SKIPS consecutive skips the next step updates (eq. 6's cap), in every runner.
 _MAX_STEPS = 2**24
+MAX_SKIPS = _MAX_STEPS - 1
 
 
 class SkipCell(NamedTuple):
@@ -110,24 +113,35 @@ def gate_dtype(params: Params) -> jnp.dtype:
     return jnp.promote_types(jnp.float32, jnp.result_type(params["b_p"]))
 
 
+@jax.custom_jvp
 def straight_through(soft: Array, hard: Array) -> Array:
     """The value of ``hard`` with the gradient of ``soft`` (eq. 7: ``∂hard/∂soft = 1``).
 
-    Written as ``stop_gradient(hard) + (soft - stop_gradient(soft))`` so that the forward value
-    is ``hard`` exactly (``x + stop_gradient(round(x) - x)`` can miss 1 by a rounding error).
+    The value is ``hard`` exactly, even where ``soft`` is not finite (``x + stop_gradient(
+    round(x) - x)`` can miss 1 by a rounding error, and is NaN for a NaN ``x``); the tangent is
+    ``soft``'s, none flows through ``hard``.
     """
-    return jax.lax.stop_gradient(hard) + (soft - jax.lax.stop_gradient(soft))
+    del soft
+    return hard
+
+
+@straight_through.defjvp
+def _straight_through_jvp(primals: tuple[Array, Array], tangents: tuple[Array, Array]):
+    (soft, hard), (dsoft, _) = primals, tangents
+    return straight_through(soft, hard), jnp.broadcast_to(dsoft, hard.shape).astype(hard.dtype)
 
 
 def skips_after_update(delta_u: Array) -> Array:
     """Eq. 6: steps skipped after an update with ``Δũ``: ``min{n ∈ Z+ : n·Δũ ≥ 0.5} − 1``.
 
     Exact in floating point (``n·Δũ`` is rounded as :func:`skip` rounds it), so it agrees with
-    the skip runs of :func:`skip_rnn.unroll` under ``binarize="round"``. Saturates at
-    ``2**24 - 1`` (``Δũ`` below ~3e-8, or 0).
+    the skip runs of :func:`skip_rnn.unroll` under ``binarize="round"``. Capped at
+    ``MAX_SKIPS = 2**24 - 1`` (``Δũ`` below ~3e-8, or 0): after that many skips every runner
+    updates. A non-finite ``Δũ`` gives 0: the next step updates (``ũ`` is then not finite,
+    which counts as "update").
 
     Args:
-      delta_u: ``Δũ`` at update steps, any shape, values in ``[0, 1]``.
+      delta_u: ``Δũ`` at update steps, any shape, values in ``[0, 1]`` or NaN.
 
     Returns:
       int32 array of the same shape.
@@ -138,7 +152,7 @@ def skips_after_update(delta_u: Array) -> Array:
     candidates = n[..., None] + jnp.arange(-2, 2, dtype=n.dtype)
     ok = (candidates >= 1) & (u_tilde_after(candidates, delta_u[..., None]) >= 0.5)
     n = jnp.min(jnp.where(ok, candidates, _MAX_STEPS), axis=-1)
-    return n.astype(jnp.int32) - 1
+    return jnp.where(jnp.isfinite(delta_u), n.astype(jnp.int32) - 1, 0)
 
 
 def skip(
@@ -163,7 +177,8 @@ def skip(
       binarize: ``"round"`` (``u = 1`` iff ``ũ ≥ 0.5``, the paper's choice, so eq. 6 holds) or
         ``"bernoulli"`` (``u ~ Bernoulli(ũ)``; ``step`` then needs a ``key``).
       update_bias: initial ``b_p``.
-      max_updates: hard budget (§5): once a sequence made this many updates, ``u_t = 0``.
+      max_updates: hard budget (§5): once a sequence made this many updates, ``u_t = 0``, with
+        no gradient (the budget, not the gate, decided).
       gradient: how ``Δũ_t`` and ``ũ_{t+1}`` are differentiated: ``"paper"`` (eqs. 2-5 as
         printed), ``"eq5"`` (``Δũ_t`` placed as in Fig. 1, eq. 5 as printed) or
         ``"reference_code"`` (the authors' code); see the module docstring. Forward values
@@ -177,6 +192,8 @@ def skip(
       >>> out.u.shape, out.h.shape
       ((2, 5), (2, 5, 8))
     """
+    if isinstance(cell, SkipCell):
+        raise ValueError("skip: `cell` is already a skip cell; wrap the plain cell once.")
     check_settings(binarize, max_updates, gradient)
 
     def init(key: PRNGKey, input_size: int) -> Params:
@@ -209,8 +226,8 @@ def check_settings(binarize: str, max_updates: int | None, gradient: str) -> Non
     does not know, naming the argument."""
     if binarize not in ("round", "bernoulli"):
         raise ValueError(f"skip: `binarize` must be 'round' or 'bernoulli', got {binarize!r}.")
-    if max_updates is not None and (not isinstance(max_updates, int) or max_updates < 1):
-        raise ValueError(f"skip: `max_updates` must be a positive integer, got {max_updates!r}.")
+    if max_updates is not None:
+        check_number("skip", "max_updates", max_updates, integer=True, low=1)
     if gradient not in GRADIENTS:
         raise ValueError(f"skip: `gradient` must be one of {GRADIENTS}, got {gradient!r}.")
 
@@ -266,10 +283,9 @@ def gated_step(
     The settings are checked where they are given (:func:`skip`, the adapters' constructors,
     with :func:`check_settings`), not at every step.
     """
-    hard = _binarize(binarize, state.u_tilde, key)
-    if max_updates is not None:
-        hard = jnp.where(state.num_updates < max_updates, hard, 0.0)
-    u = straight_through(state.u_tilde, hard)
+    hard, gate_decides = _capped(_binarize(binarize, state.u_tilde, key), state, max_updates)
+    u_tilde = jnp.where(gate_decides, state.u_tilde, jax.lax.stop_gradient(state.u_tilde))
+    u = straight_through(u_tilde, hard)
     candidate, _ = cell_step(state.cell, x)
     cell_state = jax.tree.map(lambda new, old: select(u, new, old), candidate, state.cell)
     new_delta_u = update_probability_delta(gate, gate_input(candidate))
@@ -286,6 +302,17 @@ def gated_step(
         num_updates=state.num_updates + hard.astype(jnp.int32),
     )
     return new_state, Output(output(cell_state), u, state.u_tilde, delta_u)
+
+
+def _capped(hard: Array, state: SkipState, max_updates: int | None) -> tuple[Array, Array]:
+    """``hard`` ``[B]`` after the caps: an update once ``MAX_SKIPS`` steps were skipped (eq. 6's
+    cap), none once ``max_updates`` are spent; and where the gate, not a cap, decided."""
+    gate_decides = state.num_skips < MAX_SKIPS
+    hard = jnp.where(gate_decides, hard, 1.0)
+    if max_updates is not None:
+        within = state.num_updates < max_updates
+        hard, gate_decides = jnp.where(within, hard, 0.0), gate_decides & within
+    return hard, gate_decides
 
 
 def u_tilde_after(num_steps: Array, delta_u: Array) -> Array:
@@ -313,7 +340,10 @@ def update_probability_delta(params: Params, gate_input: Array) -> Array:
     """Eq. 4: ``Δũ = σ(W_p s + b_p)``; ``gate_input`` ``[B, D]`` -> ``[B]``, computed in
     :func:`gate_dtype` whatever the dtype of ``gate_input``."""
     dtype = gate_dtype(params)
-    logit = gate_input.astype(dtype) @ params["w_p"].astype(dtype) + params["b_p"].astype(dtype)
+    # HIGHEST: no TF32 (NVIDIA GPUs) nor bfloat16 passes (TPUs) in the number that decides
+    # every skip; a length-D dot costs nothing more.
+    logit = jnp.matmul(gate_input.astype(dtype), params["w_p"].astype(dtype),
+                       precision=jax.lax.Precision.HIGHEST) + params["b_p"].astype(dtype)
     return jax.nn.sigmoid(logit)
 
 
@@ -376,8 +406,12 @@ def _select_jvp(primals: tuple[Array, Array, Array], tangents: tuple[Array, Arra
 
 
 def _binarize(kind: str, u_tilde: Array, key: PRNGKey | None) -> Array:
+    """``u_t`` in {0, 1} from ``ũ_t`` ``[B]``; a non-finite ``ũ_t`` gives 1 (fail-safe: the
+    model keeps reading)."""
     if kind == "round":
-        return (u_tilde >= 0.5).astype(u_tilde.dtype)
-    if key is None:
+        update = u_tilde >= 0.5
+    elif key is None:
         raise ValueError("skip(binarize='bernoulli') samples u_t: pass `key` to unroll/step.")
-    return jax.random.bernoulli(key, u_tilde).astype(u_tilde.dtype)
+    else:
+        update = jax.random.bernoulli(key, u_tilde)
+    return (update | ~jnp.isfinite(u_tilde)).astype(u_tilde.dtype)

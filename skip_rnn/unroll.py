@@ -27,6 +27,8 @@ def unroll(
     valid step. With ``lengths``, steps ``t >= lengths[b]`` change nothing: the state stays
     that of the last valid step (so ``final_state`` is it), ``out.h`` repeats its output, and
     ``out.u``, ``out.u_tilde``, ``out.delta_u`` are 0 there, so padding never counts as updates.
+    The step there reads a zero input (:func:`zero_padding`), never the padding itself, so
+    whatever the padding holds (NaN, Inf) reaches neither the outputs nor any gradient.
 
     Args:
       cell: any :class:`skip_rnn.Cell`.
@@ -62,6 +64,7 @@ def unroll(
     if lengths is not None:
         lengths = rows_sharded_like(checked_lengths("unroll", lengths, batch_size, num_steps), xs)
         valid = jnp.arange(num_steps)[:, None] < lengths[None, :]
+        xs = zero_padding(xs, lengths)
     keys = None if key is None else jax.random.split(key, num_steps)
     order = None
     if reverse:
@@ -126,6 +129,25 @@ def mask_padding(out: Output, lengths: Array) -> Output:
                         delta_u=jnp.where(valid, out.delta_u, 0))
 
 
+def zero_padding(xs: Array, lengths: Array) -> Array:
+    """``xs`` ``[B, T, ...]`` with zeros at padded steps ``t >= lengths[b]``, in both passes.
+
+    :func:`unroll` with ``lengths`` reads its inputs through it. Flax's ``nn.RNN`` and
+    ``nnx.RNN`` with ``seq_lengths`` run the cell on the padding: give them
+    ``zero_padding(xs, lengths)``, so that NaN or Inf there cannot reach a gradient (the
+    backward pass of a step whose output is discarded still multiplies 0 by its derivatives).
+
+    Args:
+      xs: ``[B, T, ...]``.
+      lengths: int ``[B]``, valid steps per sequence, in ``[0, T]`` (checked as in
+        :func:`unroll`).
+    """
+    batch_size, num_steps = xs.shape[:2]
+    lengths = checked_lengths("zero_padding", lengths, batch_size, num_steps)
+    valid = jnp.arange(num_steps) < lengths[:, None]
+    return jnp.where(valid.reshape(valid.shape + (1,) * (xs.ndim - 2)), xs, 0)
+
+
 def checked_lengths(caller: str, lengths: Array, batch_size: int, num_steps: int) -> Array:
     """``lengths`` ``[B]`` clipped to ``[0, T]``, after a check that concrete values lie there.
 
@@ -134,10 +156,13 @@ def checked_lengths(caller: str, lengths: Array, batch_size: int, num_steps: int
     negative one 0.
 
     Raises:
-      ValueError: naming ``caller``, if the shape is not ``[B]`` or concrete values are outside
-        ``[0, T]``.
+      ValueError: naming ``caller``, if the dtype is not an integer one, the shape is not ``[B]``
+        or concrete values are outside ``[0, T]``.
     """
     lengths = jnp.asarray(lengths)
+    if not jnp.issubdtype(lengths.dtype, jnp.integer):
+        raise ValueError(f"{caller}: `lengths` must be integers (valid steps per sequence), "
+                         f"got dtype {lengths.dtype}.")
     if lengths.shape != (batch_size,):
         raise ValueError(f"{caller}: `lengths` must have shape [batch] = ({batch_size},), "
                          f"got {lengths.shape}.")

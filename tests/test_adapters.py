@@ -15,6 +15,7 @@ import skip_rnn as sr
 import skip_rnn.nnx
 from skip_rnn.linen import Skip, SkipLSTMCell
 from skip_rnn.unroll import mask_padding
+from tests import reference
 
 B, T, F, H = 4, 20, 3, 16
 XS = jax.random.normal(jax.random.key(1), (B, T, F))
@@ -199,10 +200,27 @@ def _with_grad(run):
     return jax.jit(jax.value_and_grad(lambda p: _loss(run(p)), has_aux=True))
 
 
+def _reference_run(params, gradient):
+    """Linen ``Skip(nn.LSTMCell(H))``'s ``params`` through the literal ``jax.numpy`` recurrence of
+    :mod:`tests.reference` (``gradient``'s form), with Flax's zero initial carry: an
+    ``sr.Output`` with ``h`` and ``u``."""
+    cell = params["cell"]
+    layer = {"w_x": jnp.concatenate([cell[g]["kernel"] for g in ("ii", "if", "ig", "io")], 1),
+             "w_h": jnp.concatenate([cell[g]["kernel"] for g in ("hi", "hf", "hg", "ho")], 1),
+             "b": jnp.concatenate([cell[g]["bias"] for g in ("hi", "hf", "hg", "ho")]),
+             "s0": {"c": jnp.zeros(H), "h": jnp.zeros(H)}}
+    if gradient == "paper":
+        h, u = reference.paper_gradient_reference(["lstm"], [layer], params, XS)
+    else:
+        h, u = reference.skip_gradient_reference(["lstm"], [layer], params, XS, gradient)
+    return sr.Output(h, u, u, u)
+
+
 @functools.cache
 def _linen_lstm_skip(gradient):
     """Linen ``Skip(nn.LSTMCell(H), gradient=gradient)``: skipping parameters, the outputs on
-    ``XS`` and the loss gradients, checked finite and non-zero for every parameter."""
+    ``XS`` and the loss gradients, checked finite and non-zero for every parameter, and
+    against the reference recurrence (:func:`_reference_run`)."""
     _, variables, _ = _plain(nn.LSTMCell)
     params = {"cell": variables["params"]["cell"], **_gate(-0.5)}
     rnn = nn.RNN(Skip(nn.LSTMCell(H), gradient=gradient))
@@ -210,10 +228,17 @@ def _linen_lstm_skip(gradient):
     assert 0 < out.u.sum() < B * T, "the model must both skip and update"
     for path, g in jax.tree_util.tree_leaves_with_path(grads):
         assert np.all(np.isfinite(g)) and np.any(g != 0), path
+    # Op by op: compiling the reference's Python loop would cost more than running it.
+    (_, want), want_grads = jax.value_and_grad(lambda p: _loss(_reference_run(p, gradient)),
+                                               has_aux=True)(params)
+    np.testing.assert_array_equal(out.u, want.u)
+    np.testing.assert_allclose(out.h, want.h, rtol=1e-5, atol=1e-6)
+    for g, w in zip(jax.tree.leaves(grads), jax.tree.leaves(want_grads), strict=True):
+        np.testing.assert_allclose(g, w, rtol=1e-4, atol=1e-6)
     return params, out, grads
 
 
-@pytest.mark.parametrize("gradient", ["eq5", "reference_code"])
+@pytest.mark.parametrize("gradient", ["paper", "eq5", "reference_code"])
 def test_nnx_skip_gives_the_linen_skips_numbers_and_gradients(gradient):
     params, want, grads = _linen_lstm_skip(gradient)
     nnx_loss = nnx.value_and_grad(lambda rnn: _loss(rnn(XS)), has_aux=True)

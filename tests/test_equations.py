@@ -55,3 +55,19 @@ def test_unroll_matches_numpy_reference(name, wrapped):
             np.testing.assert_allclose(final_h[0], ref["h"][lengths[b] - 1], rtol=1e-10)
         if wrapped:  # the test must exercise both updates and skips
             assert 0 < float(out.u.sum()) < float(lengths.sum())
+
+
+def test_a_stack_gate_reading_a_lower_layer_matches_numpy_reference():
+    with jax.enable_x64(True):
+        cell = sr.skip(sr.stack([sr.lstm(5), sr.gru(4)], gate_layers=(0,)))
+        params = _random_skip_params(cell, seed=1, dtype=jnp.float64)
+        assert params["w_p"].shape == (5,)  # the bottom LSTM's c
+        xs = np.random.default_rng(1).normal(size=(B, T, F))
+        _, out = sr.unroll(cell, params, jnp.asarray(xs))
+        for b in range(B):
+            ref = reference.run_stack(["lstm", "gru"], reference.layers(params["cell"]), xs[b],
+                                      gate_layer=0, skip_params=params)
+            for field in ("h", "u", "u_tilde", "delta_u"):
+                np.testing.assert_allclose(getattr(out, field)[b], ref[field], rtol=1e-10,
+                                           atol=1e-12, err_msg=f"{field}, sequence {b}")
+        assert 0 < float(out.u.sum()) < B * T

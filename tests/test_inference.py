@@ -60,6 +60,16 @@ def test_jump_unroll_equals_unroll(name, rate):
     assert int(info.num_iterations) == int(updates.max())
 
 
+def test_jump_unroll_without_lengths_equals_unroll():
+    params = _params("budget", BIASES["half"])
+    xs = jax.random.normal(jax.random.key(5), (B, T, F))
+    want_state, want = _dense("budget", params, xs, None)
+    state, out, info = _jump("budget", params, xs, None)
+    _assert_same(state, out, want_state, want)
+    np.testing.assert_array_equal(info.num_updates, want.u.sum(axis=1))
+    assert 0 < float(want.u.sum()) < want.u.size
+
+
 def test_update_rates_span_five_to_hundred_percent():
     xs = jax.random.normal(jax.random.key(1), (B, T, F))
     rates = [float(_dense("lstm", _params("lstm", b), xs, None)[1].u.mean())

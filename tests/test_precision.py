@@ -104,10 +104,11 @@ def test_jumping_runners_skip_exactly_the_steps_unroll_skips_in_bfloat16(name):
     np.testing.assert_array_equal(read, np.flatnonzero(u[0]))
 
 
-def test_gradients_of_float32_parameters_are_float32_finite_and_near_float32_ones():
+@pytest.mark.parametrize("gradient", ["eq5", "paper"])
+def test_gradients_of_float32_parameters_are_float32_finite_and_near_float32_ones(gradient):
     grads = {}
     for dtype in (None, BF16):
-        cell = sr.skip(sr.lstm(H, dtype=dtype))
+        cell = sr.skip(sr.lstm(H, dtype=dtype), gradient=gradient)
 
         def loss(params, cell=cell):
             out = sr.unroll(cell, params, XS)[1]

@@ -259,3 +259,15 @@ def test_flax_bernoulli_cell_draws_a_key_per_step():
     assert set(np.unique(u)) == {0.0, 1.0}
     again = rnn.apply(variables, XS, rngs={"skip": jax.random.key(3)}).u
     assert not np.array_equal(u, again)
+
+
+def test_unroll_from_initial_state_continues_the_sequence():
+    cell, params = CELLS["lstm"], _params(CELLS["lstm"], b_p=-0.5, w_scale=3.0)
+    whole_state, whole = _unroll("lstm", params, XS)
+    half_state, first = sr.unroll(cell, params, XS[:, :12])
+    state, second = sr.unroll(cell, params, XS[:, 12:], initial_state=half_state)
+    for got, want in zip(jax.tree.leaves((state, second)),
+                         jax.tree.leaves((whole_state, jax.tree.map(lambda v: v[:, 12:], whole))),
+                         strict=True):
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+    assert 0 < float(second.u.sum()) < second.u.size
