@@ -370,11 +370,21 @@ def _fail_saving(monkeypatch, step_directory: str) -> None:
     monkeypatch.setattr(ocp.JsonCheckpointHandler, "_save_fn", full_disk)
 
 
-def test_a_full_disk_during_a_save_names_the_intact_checkpoint_and_the_rerun_resumes(
+def test_a_failed_write_of_the_checksums_names_the_intact_checkpoint_and_the_rerun_resumes(
         tmp_path, monkeypatch, capsys):
+    import errno
+
+    from skip_rnn.experiments import checkpoints
     from skip_rnn.experiments.checkpoints import SaveError
 
-    _fail_saving(monkeypatch, "latest/4")
+    write = checkpoints.write_checksums
+
+    def full_disk(directory):
+        if directory.endswith("latest/4"):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        write(directory)
+
+    monkeypatch.setattr(checkpoints, "write_checksums", full_disk)
     with pytest.raises(SaveError) as failed:
         trainer.train_and_evaluate(_config_of_trained_workdir(), str(tmp_path))
     assert str(failed.value) == (
@@ -384,22 +394,29 @@ def test_a_full_disk_during_a_save_names_the_intact_checkpoint_and_the_rerun_res
     monkeypatch.undo()
     capsys.readouterr()
     results = trainer.train_and_evaluate(_config_of_trained_workdir(), str(tmp_path))
-    assert "Steps 2 -> 4 (resuming)" in capsys.readouterr().out and results["steps"] == 4
-    assert sorted(os.listdir(tmp_path / "latest")) == ["2", "4"]  # no temporary directory
+    captured = capsys.readouterr()
+    assert "latest/4 is incomplete (no checksums.json" in captured.err
+    assert "Steps 2 -> 4 (resuming)" in captured.out and results["steps"] == 4
 
 
-def test_a_failed_save_is_one_line_and_exit_1_from_the_command_line(tmp_path):
-    script = (  # train.py, with the disk full when it saves latest/3
+def test_a_full_disk_in_orbax_is_one_line_and_exit_1_and_the_same_command_resumes(tmp_path):
+    script = (  # train.py, with the disk full when orbax writes latest/4
         "import sys, pytest; from absl import app; import train; "
         "from tests.test_reliability import _fail_saving; "
-        "patch = pytest.MonkeyPatch(); _fail_saving(patch, 'latest/3'); "
+        "patch = pytest.MonkeyPatch(); _fail_saving(patch, 'latest/4'); "
         "app.run(train.main, flags_parser=train.parse_flags)")
-    run = subprocess.run(
-        [sys.executable, "-c", script, "--config=configs/adding.py", f"--workdir={tmp_path}",
-         "--config.num_train_steps=4", "--config.checkpoint_every=3", *TINY_FLAGS],
-        cwd=ROOT, capture_output=True, text=True, timeout=300)
+    flags = ["--config=configs/adding.py", f"--workdir={tmp_path}", "--config.num_train_steps=4",
+             "--config.checkpoint_every=2", *TINY_FLAGS]
+    run = subprocess.run([sys.executable, "-c", script, *flags], cwd=ROOT, capture_output=True,
+                         text=True, timeout=300)
     assert run.returncode == 1, run.stderr
     assert "Traceback" not in run.stderr  # the progress bar's lines, then this one
     assert run.stderr.splitlines()[-1] == (
-        f"train.py: saving {tmp_path}/latest/3 failed: [Errno 28] No space left on device. No "
-        "checkpoint is intact yet: free space and rerun the same command to start.")
+        f"train.py: saving {tmp_path}/latest/4 failed: [Errno 28] No space left on device. "
+        f"{tmp_path}/latest/2 is intact: free space and rerun the same command to resume from "
+        "it.")
+    rerun = subprocess.run([sys.executable, "train.py", *flags], cwd=ROOT, capture_output=True,
+                           text=True, timeout=300)
+    assert rerun.returncode == 0, rerun.stderr
+    assert "Steps 2 -> 4 (resuming)" in rerun.stdout
+    assert sorted(os.listdir(tmp_path / "latest")) == ["2", "4"]  # the temporary one removed

@@ -212,7 +212,7 @@ def problem(directory: str) -> str | None:
     tree/_sharding)"``), or ``None`` when every file listed in its checksums matches."""
     try:
         with open(os.path.join(directory, CHECKSUMS)) as f:
-            expected = json.load(f)["sha256"]
+            expected = dict(json.load(f)["sha256"])
     except FileNotFoundError:
         return (f"incomplete (no {CHECKSUMS}: its save was cut short, or an earlier version of "
                 "skip-rnn wrote it)")
