@@ -4,8 +4,10 @@
         [--config.model.cell=skip_gru --config.cost_per_sample=1e-4 ...]
 
 ``--show_config`` lists every config key with its value and meaning. Errors in what was asked
-(a bad value, an unknown key, missing data, an unusable workdir) print one line and exit 2;
-``--verbose`` shows their tracebacks too. Ctrl-C (or SIGTERM) saves and exits 130 (143).
+(a bad value, an unknown key, missing data, an unusable workdir or one whose checkpoints are
+all corrupt) print one line and exit 2; a run stopped by a non-finite loss or a failed save (a
+full disk) prints one line and exits 1. ``--verbose`` shows their tracebacks too. Ctrl-C (or
+SIGTERM) saves and exits 130 (143).
 
 A multi-process run (``jax.distributed``; README "Scaling out") runs the same command in every
 process, with ``--coordinator_address=HOST:PORT --num_processes=N --process_id=I``, or with
@@ -21,6 +23,7 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 from skip_rnn.experiments import allocator, configuration, trainer
+from skip_rnn.experiments.checkpoints import SaveError
 from skip_rnn.experiments.data.sources import DataError
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
@@ -41,7 +44,8 @@ flags.DEFINE_bool("show_config", False, "Print every config key, its value and m
 flags.DEFINE_bool("figures_only", False, "Only redraw the figures from the workdir's best "
                   "checkpoint (e.g. of a run stopped early), then exit.")
 flags.DEFINE_integer("member", 0, "With --figures_only: which population member to draw.")
-flags.DEFINE_bool("verbose", False, "Show tracebacks of user errors too.")
+flags.DEFINE_bool("verbose", False, "Show the tracebacks of errors said in one line, and "
+                  "orbax's warnings.")
 flags.DEFINE_string("coordinator_address", None, "Multi-process run: HOST:PORT of process 0, "
                     "the same in every process.")
 flags.DEFINE_integer("num_processes", None, "Multi-process run: how many processes.")
@@ -52,6 +56,8 @@ flags.DEFINE_bool("distributed", False, "Multi-process run with the settings tha
 MULTI_PROCESS_FLAGS = ("coordinator_address", "num_processes", "process_id")
 
 USER_ERRORS = (configuration.ConfigError, DataError, trainer.WorkdirError, FileNotFoundError)
+# Training stopped on its own: a non-finite loss, a failed save (a full disk).
+RUN_ERRORS = (FloatingPointError, SaveError)
 
 
 def parse_flags(argv: list[str]) -> list[str]:
@@ -81,7 +87,8 @@ def parse_flags(argv: list[str]) -> list[str]:
 def main(argv: list[str]) -> None:
     if len(argv) > 1:
         _fail(f"unexpected arguments: {' '.join(argv[1:])}")
-    logging.set_verbosity(logging.WARNING)  # orbax logs every save at INFO
+    # orbax logs every save at INFO, and at ERROR a corrupt checkpoint that is then skipped
+    logging.set_verbosity(logging.WARNING if FLAGS.verbose else logging.FATAL)
     config_file = config_flags.get_config_filename(FLAGS["config"])
     if FLAGS.show_config:
         print(f"{config_file}:")
@@ -103,6 +110,10 @@ def main(argv: list[str]) -> None:
         if FLAGS.verbose:
             raise
         _fail(str(e))
+    except RUN_ERRORS as e:
+        if FLAGS.verbose:
+            raise
+        _fail(str(e), exit_code=1)
 
 
 def join_processes() -> None:
@@ -163,9 +174,9 @@ def _unwrap(error: BaseException) -> str:
     return " ".join(str(message).replace("\\n", " ").split())
 
 
-def _fail(message: str) -> None:
+def _fail(message: str, exit_code: int = 2) -> None:
     print(f"train.py: {message}", file=sys.stderr)
-    sys.exit(2)
+    sys.exit(exit_code)
 
 
 if __name__ == "__main__":

@@ -36,10 +36,18 @@ def _tree_digest(directory) -> str:
     return digest.hexdigest()
 
 
+def _config_of_trained_workdir():
+    """Checkpoints ``latest/`` and ``best/`` at steps 2 and 4."""
+    config = tiny_config("adding")
+    config.num_train_steps = 4
+    config.num_figure_examples = 0
+    return config
+
+
 @pytest.fixture(scope="module")
 def trained_workdir(tmp_path_factory):
     workdir = tmp_path_factory.mktemp("trained")
-    trainer.train_and_evaluate(tiny_config("adding"), str(workdir))
+    trainer.train_and_evaluate(_config_of_trained_workdir(), str(workdir))
     return workdir
 
 
@@ -82,14 +90,20 @@ def test_batch_not_divisible_by_devices_is_refused():
         configuration.check_config(config, num_devices=4)
 
 
-def test_user_errors_print_one_line_and_touch_nothing(tmp_path):
+def test_user_errors_print_one_line_and_touch_nothing(tmp_path, trained_workdir,
+                                                      tmp_path_factory):
     blocker = tmp_path / "a_file"
     blocker.write_text("")
+    corrupt = _copy_with_damage(trained_workdir, tmp_path_factory.mktemp("corrupt"),
+                                ["latest/4", "latest/2"])
+    before = _tree_digest(corrupt)
     cases = {  # flags -> what the line says
         ("--config.model.hiden_size=8",): 'unknown config key \'hiden_size\'. Did you mean "hid',
         ("--config.batch_size=0",): "config.batch_size=0 is invalid: must be > 0",
         ("--config=configs/nope.py",): "--config=configs/nope.py: no such file. The configs are",
         (f"--workdir={blocker}",): "is not writable",
+        (f"--workdir={corrupt}",): f"{corrupt}/latest holds no intact checkpoint: latest/4 is "
+                                   "corrupt (checksum of tree/",
     }
     runs = {flags: subprocess.Popen(
         [sys.executable, os.path.join(ROOT, "train.py"), "--config=configs/adding.py",
@@ -101,6 +115,7 @@ def test_user_errors_print_one_line_and_touch_nothing(tmp_path):
         assert err.count("\n") == 1 and err.startswith("train.py: ") and "Traceback" not in err
         assert cases[flags] in err, (flags, err)
     assert sorted(os.listdir(tmp_path)) == ["a_file"]
+    assert _tree_digest(corrupt) == before
 
 
 def test_ctrl_c_saves_and_says_how_to_resume(tmp_path):
@@ -144,8 +159,11 @@ def test_non_finite_loss_stops_at_its_step_and_keeps_last_checkpoint(tmp_path, m
         return task._replace(train_batch=train_batch)
 
     monkeypatch.setattr(data, "load", poisoned)
-    with pytest.raises(FloatingPointError, match="at step 5"):
+    with pytest.raises(FloatingPointError, match="at step 5") as stop:
         trainer.train_and_evaluate(config, str(tmp_path))
+    assert str(stop.value).endswith(
+        f"stopping: the last verified checkpoint, {tmp_path}/latest/4, is kept.")
+    assert "\n" not in str(stop.value)
     checkpoints = Checkpoints(str(tmp_path))
     assert checkpoints.latest.latest_step() == 4
     checkpoints.close()
@@ -239,3 +257,166 @@ def test_a_replayed_step_overwrites_the_checkpoint_a_kill_left_behind(tmp_path):
     checkpoints.close()
     assert restored["meta"]["seconds"] == 2.0
     np.testing.assert_array_equal(restored["tree"]["params"]["w"], [2.0, 2.0])
+
+
+def _largest_file(directory) -> str:
+    """The largest file under ``directory`` (an orbax data file), relative to it."""
+    files = [os.path.join(root, name) for root, _, names in os.walk(directory) for name in names]
+    return os.path.relpath(max(sorted(files), key=os.path.getsize), directory)
+
+
+def _flip(path, count: int = 64) -> None:
+    """Flips ``count`` bytes in the middle of the file ``path``."""
+    data = bytearray(open(path, "rb").read())
+    middle = max(len(data) // 2 - count // 2, 0)
+    data[middle:middle + count] = bytes(b ^ 0xFF for b in data[middle:middle + count])
+    open(path, "wb").write(bytes(data))
+
+
+def _copy_with_damage(workdir, into, steps: list[str], damage: str = "flip"):
+    """A copy of ``workdir`` in ``into`` with each of ``steps`` (e.g. ``"latest/4"``) damaged:
+    ``"flip"``, 64 bytes of its largest file flipped; a file name, that file garbled (invalid
+    JSON); ``"unchecked"``, its checksums removed (a workdir of an earlier version)."""
+    import shutil
+
+    copy = into / "workdir"
+    shutil.copytree(workdir, copy)
+    for step in steps:
+        directory = copy / step
+        if damage == "flip":
+            _flip(directory / _largest_file(directory))
+        elif damage == "unchecked":
+            (directory / "checksums.json").unlink()
+        else:
+            (directory / damage).write_text("{not json")
+    return copy
+
+
+@pytest.mark.parametrize("damage, says", [
+    ("flip", "latest/4 is corrupt (checksum of tree/"),
+    ("tree/_sharding", "latest/4 is corrupt (checksum of tree/_sharding)"),
+    ("_CHECKPOINT_METADATA", "latest/4 is corrupt (checksum of _CHECKPOINT_METADATA)"),
+    ("checksums.json", "latest/4 is corrupt (checksums.json cannot be read: "),
+])
+def test_a_corrupt_checkpoint_is_skipped_in_one_line_for_the_previous_one(
+        trained_workdir, tmp_path, capsys, damage, says):
+    workdir = _copy_with_damage(trained_workdir, tmp_path, ["latest/4"], damage)
+    checkpoints = Checkpoints(str(workdir))
+    assert checkpoints.intact_step(checkpoints.latest) == 2
+    assert checkpoints.intact_step(checkpoints.best) == 4
+    checkpoints.close()
+    err = capsys.readouterr().err
+    assert err.startswith(says) and err.endswith("; resuming from latest/2\n"), err
+    assert err.count("\n") == 1
+
+
+def test_a_run_resumes_exactly_from_the_last_intact_checkpoint(trained_workdir, tmp_path,
+                                                              capsys):
+    workdir = _copy_with_damage(trained_workdir, tmp_path, ["latest/4"])
+    results = trainer.train_and_evaluate(_config_of_trained_workdir(), str(workdir))
+    captured = capsys.readouterr()
+    assert "latest/4 is corrupt (checksum of tree/" in captured.err
+    assert "Steps 2 -> 4 (resuming)" in captured.out and results["steps"] == 4
+    for a, b in zip(_leaves(trained_workdir), _leaves(workdir), strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("damage, says", [
+    ("flip", "latest/4 is corrupt (checksum of tree/"),
+    ("unchecked", "latest/4 is incomplete (no checksums.json: its save was cut short, or an "
+                  "earlier version of skip-rnn wrote it)"),
+])
+def test_with_no_intact_checkpoint_the_run_is_refused_and_nothing_is_overwritten(
+        trained_workdir, tmp_path, damage, says):
+    workdir = _copy_with_damage(trained_workdir, tmp_path, ["latest/4", "latest/2"], damage)
+    before = _tree_digest(workdir)
+    with pytest.raises(configuration.ConfigError, match=re.escape(
+            f"{workdir}/latest holds no intact checkpoint: {says}")) as refused:
+        trainer.train_and_evaluate(_config_of_trained_workdir(), str(workdir))
+    assert "latest/2 is" in str(refused.value) and "\n" not in str(refused.value)
+    assert _tree_digest(workdir) == before
+
+
+def test_a_corrupt_best_checkpoint_is_reported_and_the_previous_best_used(
+        trained_workdir, tmp_path, capsys):
+    workdir = _copy_with_damage(trained_workdir, tmp_path, ["best/4"])
+    config = _config_of_trained_workdir()
+    like = population.init_population(models.make_cell(config.model), data.load(config),
+                                      population.population(config))
+    checkpoints = Checkpoints(str(workdir))
+    tree, record = checkpoints.restore(checkpoints.best, {"params": like})
+    checkpoints.close()
+    assert record.members[0].best["step"] == 2
+    assert re.fullmatch(r"best/4 is corrupt \(checksum of tree/\S+\); using best/2\n",
+                        capsys.readouterr().err)
+
+
+def _fail_saving(monkeypatch, step_directory: str) -> None:
+    """A full disk while orbax writes the run record of ``step_directory`` (``"latest/4"``),
+    in its background thread."""
+    import errno
+
+    import orbax.checkpoint as ocp
+
+    save = ocp.JsonCheckpointHandler._save_fn
+    name, step = step_directory.split("/")
+
+    async def full_disk(self, x, directory):
+        temporary = directory.parent  # <name>/<step>.orbax-checkpoint-tmp-<time>/meta
+        if temporary.parent.name == name and temporary.name.startswith(f"{step}."):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        await save(self, x, directory)
+
+    monkeypatch.setattr(ocp.JsonCheckpointHandler, "_save_fn", full_disk)
+
+
+def test_a_failed_write_of_the_checksums_names_the_intact_checkpoint_and_the_rerun_resumes(
+        tmp_path, monkeypatch, capsys):
+    import errno
+
+    from skip_rnn.experiments import checkpoints
+    from skip_rnn.experiments.checkpoints import SaveError
+
+    write = checkpoints.write_checksums
+
+    def full_disk(directory):
+        if directory.endswith("latest/4"):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        write(directory)
+
+    monkeypatch.setattr(checkpoints, "write_checksums", full_disk)
+    with pytest.raises(SaveError) as failed:
+        trainer.train_and_evaluate(_config_of_trained_workdir(), str(tmp_path))
+    assert str(failed.value) == (
+        f"saving {tmp_path}/latest/4 failed: [Errno 28] No space left on device. "
+        f"{tmp_path}/latest/2 is intact: free space and rerun the same command to resume "
+        "from it.")
+    monkeypatch.undo()
+    capsys.readouterr()
+    results = trainer.train_and_evaluate(_config_of_trained_workdir(), str(tmp_path))
+    captured = capsys.readouterr()
+    assert "latest/4 is incomplete (no checksums.json" in captured.err
+    assert "Steps 2 -> 4 (resuming)" in captured.out and results["steps"] == 4
+
+
+def test_a_full_disk_in_orbax_is_one_line_and_exit_1_and_the_same_command_resumes(tmp_path):
+    script = (  # train.py, with the disk full when orbax writes latest/4
+        "import sys, pytest; from absl import app; import train; "
+        "from tests.test_reliability import _fail_saving; "
+        "patch = pytest.MonkeyPatch(); _fail_saving(patch, 'latest/4'); "
+        "app.run(train.main, flags_parser=train.parse_flags)")
+    flags = ["--config=configs/adding.py", f"--workdir={tmp_path}", "--config.num_train_steps=4",
+             "--config.checkpoint_every=2", *TINY_FLAGS]
+    run = subprocess.run([sys.executable, "-c", script, *flags], cwd=ROOT, capture_output=True,
+                         text=True, timeout=300)
+    assert run.returncode == 1, run.stderr
+    assert "Traceback" not in run.stderr  # the progress bar's lines, then this one
+    assert run.stderr.splitlines()[-1] == (
+        f"train.py: saving {tmp_path}/latest/4 failed: [Errno 28] No space left on device. "
+        f"{tmp_path}/latest/2 is intact: free space and rerun the same command to resume from "
+        "it.")
+    rerun = subprocess.run([sys.executable, "train.py", *flags], cwd=ROOT, capture_output=True,
+                           text=True, timeout=300)
+    assert rerun.returncode == 0, rerun.stderr
+    assert "Steps 2 -> 4 (resuming)" in rerun.stdout
+    assert sorted(os.listdir(tmp_path / "latest")) == ["2", "4"]  # the temporary one removed

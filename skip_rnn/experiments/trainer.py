@@ -120,7 +120,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         print(banner(config, members, total_steps, start_step, workdir, mesh, record.seconds))
     # Only now: a refused resume leaves the workdir as it was.
     writer = MetricWriter(workdir, config.task, start_step) if primary else NullWriter()
-    try:  # closing waits for pending asynchronous saves: the last good checkpoint lands
+    try:
         loop = _TrainLoop(config, task, members, checkpoints, writer, evaluate_split, record,
                           tree["best_params"])
         state = loop.run(tree["state"], train_step_at, total_steps)
@@ -244,40 +244,41 @@ class _TrainLoop:
             console.write(f"config.max_train_seconds={config.max_train_seconds:g} is spent "
                           f"({self.record.seconds:.0f} s trained): nothing to train. Raise "
                           f"it to go on from step {step}.")
-        while step < total_steps and not out_of_time:
-            state, metrics = train_step(state, step)
-            step += 1
-            if in_flight is not None:
-                self.check_finite(*in_flight)  # waits for the step before: two at most queued
-            in_flight = (step, metrics)
-            console.step_done(step, state)
-            out_of_time = self.out_of_time()  # read once a step: the loop ends only via done
-            stopped = self.stop_requested(step)
-            done = step == total_steps or out_of_time or stopped
-            validate = (step % validate_every == 0 or done) and not stopped
-            save = step % config.checkpoint_every == 0 or done
-            if not (step % config.log_every == 0 or validate or save):
-                continue
-            metrics, in_flight = self.check_finite(*in_flight), None
-            if step % config.log_every == 0:
-                self.writer.write(step, "train", self.members, metrics)
-                console.progress.set_postfix(loss=mean(metrics, "loss"),
-                                             metric=mean(metrics, "metric"),
-                                             updates=mean(metrics, "updates"))
-            if validate:
-                all_solved, all_settled = self.validate(state, step, console)
-                done = (done or (config.stop_when_solved and all_solved)
-                        or (config.stop_when_settled and all_settled))
-            if save or done:  # done: also when stop_when_solved just ended the run
-                self.record.seconds = time.time() - self.start_time
-                self.checkpoints.save(self.checkpoints.latest, step, {
-                    "state": state, "best_params": self.best_params}, self.record)
-            if done:
-                break
-        console.close()
+        try:  # a run that stops on an error leaves the terminal to its message
+            while step < total_steps and not out_of_time:
+                state, metrics = train_step(state, step)
+                step += 1
+                if in_flight is not None:
+                    self.check_finite(*in_flight)  # waits for the step before: two at most queued
+                in_flight = (step, metrics)
+                console.step_done(step, state)
+                out_of_time = self.out_of_time()  # read once a step: the loop ends only via done
+                stopped = self.stop_requested(step)
+                done = step == total_steps or out_of_time or stopped
+                validate = (step % validate_every == 0 or done) and not stopped
+                save = step % config.checkpoint_every == 0 or done
+                if not (step % config.log_every == 0 or validate or save):
+                    continue
+                metrics, in_flight = self.check_finite(*in_flight), None
+                if step % config.log_every == 0:
+                    self.writer.write(step, "train", self.members, metrics)
+                    console.progress.set_postfix(loss=mean(metrics, "loss"),
+                                                 metric=mean(metrics, "metric"),
+                                                 updates=mean(metrics, "updates"))
+                if validate:
+                    all_solved, all_settled = self.validate(state, step, console)
+                    done = (done or (config.stop_when_solved and all_solved)
+                            or (config.stop_when_settled and all_settled))
+                if save or done:  # done: also when stop_when_solved just ended the run
+                    self.record.seconds = time.time() - self.start_time
+                    self.checkpoints.save(self.checkpoints.latest, step, {
+                        "state": state, "best_params": self.best_params}, self.record)
+                if done:
+                    break
+        finally:
+            console.close()
         self.record.seconds = time.time() - self.start_time
         if stopped:
-            self.checkpoints.latest.wait_until_finished()
             raise Interrupted(step, self.signal or signal.SIGTERM)
         return state
 
@@ -289,10 +290,12 @@ class _TrainLoop:
         for m, member in enumerate(self.members):
             loss, grad_norm = metrics["loss"][m], metrics["grad_norm"][m]
             if not (np.isfinite(loss) and np.isfinite(grad_norm)):
+                intact = self.checkpoints.last_intact()
+                kept = ("no checkpoint is saved yet" if intact is None
+                        else f"the last verified checkpoint, {intact}, is kept")
                 raise FloatingPointError(
-                    f"Non-finite loss ({loss}) or gradient norm ({grad_norm}) at step {step} "
-                    f"(member {m}: {member}); stopping. The last good checkpoint in "
-                    f"{self.checkpoints.latest.directory} is kept.")
+                    f"non-finite loss ({loss}) or gradient norm ({grad_norm}) at step {step} "
+                    f"(member {m}: {member}); stopping: {kept}.")
         return [{k: float(v[m]) for k, v in metrics.items()} for m in range(len(self.members))]
 
     def out_of_time(self) -> bool:
