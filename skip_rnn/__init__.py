@@ -10,20 +10,20 @@ The library: ``import skip_rnn`` loads JAX and nothing of the paper's harness
 
 from importlib.metadata import version as _version
 
-from skip_rnn.base import Cell, Output
-from skip_rnn.budget import (
+from skip_rnn._src.base import Cell, Output
+from skip_rnn._src.budget import (
     budget_loss,
     l1_budget_loss,
     l2_budget_loss,
     rising_costs,
     time_weighted_budget_loss,
 )
-from skip_rnn.cells import LSTMState, gru, lstm, stack
-from skip_rnn.flops import flops_per_update
-from skip_rnn.inference import JumpInfo, JumpStream, jump_stream, jump_unroll
-from skip_rnn.random_skip import random_skip
-from skip_rnn.skip import SkipCell, SkipState, skip, skips_after_update, straight_through
-from skip_rnn.unroll import mask_padding, unroll, zero_padding
+from skip_rnn._src.cells import LSTMState, gru, lstm, stack
+from skip_rnn._src.flops import flops_per_update
+from skip_rnn._src.inference import JumpInfo, JumpStream, jump_stream, jump_unroll
+from skip_rnn._src.random_skip import random_skip
+from skip_rnn._src.skip import SkipCell, SkipState, skip, skips_after_update, straight_through
+from skip_rnn._src.unroll import mask_padding, unroll, zero_padding
 
 __version__ = _version("skip-rnn")  # the installed package's (pyproject.toml)
 

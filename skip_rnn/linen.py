@@ -8,7 +8,7 @@
   cells for ``nn.RNN``; they hold one parameter pytree (the pure cell's, under the name
   ``"cell"``) and take Flax's ``dtype=`` and ``param_dtype=``.
 
-Every module calls the pure step of :func:`skip_rnn.skip` (:func:`skip_rnn.skip.gated_step`);
+Every module calls the pure step of :func:`skip_rnn.skip` (:func:`skip_rnn._src.skip.gated_step`);
 no equation is implemented twice. ``nn.RNN(SkipLSTMCell(110))(xs)`` returns the
 :class:`skip_rnn.Output` of every step (leaves ``[B, T, ...]``); with ``seq_lengths``, mask it
 with :func:`skip_rnn.mask_padding` (see :class:`Skip`).
@@ -38,9 +38,9 @@ import jax
 import jax.numpy as jnp
 from jax.typing import DTypeLike
 
-from skip_rnn import cells
-from skip_rnn.base import Array, Cell, Output, Params, PRNGKey, State, rows_sharded_like
-from skip_rnn.skip import (
+from skip_rnn._src import cells
+from skip_rnn._src.base import Array, Cell, Output, Params, PRNGKey, State, rows_sharded_like
+from skip_rnn._src.skip import (
     SkipState,
     check_settings,
     gated_step,
@@ -114,7 +114,7 @@ class GRUCell(_Layer):
 
 class _SkipCell(_Layer):
     """:func:`skip_rnn.skip` of the layer; Bernoulli gates use the "skip" rng. The gate stays
-    float32 whatever ``dtype`` (:func:`skip_rnn.skip.gate_dtype`)."""
+    float32 whatever ``dtype`` (:func:`skip_rnn._src.skip.gate_dtype`)."""
 
     binarize: str = "round"
     update_bias: float = 1.0
@@ -277,7 +277,7 @@ class Skip(nn.RNNCellBase):
         """One step: ``carry`` as from :meth:`initialize_carry`, ``inputs`` ``[B, ..., F]``.
 
         The child is called in place, its parameters in its own scope; the gate's are drawn
-        as :func:`skip_rnn.skip` draws them (:func:`skip_rnn.skip.init_gate`)."""
+        as :func:`skip_rnn.skip` draws them (:func:`skip_rnn._src.skip.init_gate`)."""
         size = default_gate_input(carry.cell).shape[-1]
         w_p = self.param("w_p", lambda key: init_gate(key, size, self.update_bias)["w_p"])
         b_p = self.param("b_p", lambda key: init_gate(key, size, self.update_bias)["b_p"])

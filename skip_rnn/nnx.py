@@ -1,7 +1,7 @@
 """Flax NNX adapter: :func:`skip_rnn.skip` of any NNX recurrent cell, usable in ``nnx.RNN``.
 
 ``Skip(cell)`` holds the wrapped cell as ``.cell`` and the gate's ``nnx.Param``s ``w_p``
-``[D]`` and ``b_p`` ``[]``, and calls :func:`skip_rnn.skip.gated_step`, the step of
+``[D]`` and ``b_p`` ``[]``, and calls :func:`skip_rnn._src.skip.gated_step`, the step of
 :func:`skip_rnn.skip` and the function the Linen :class:`skip_rnn.linen.Skip` calls: same
 parameters, same numbers.
 
@@ -29,9 +29,8 @@ from collections.abc import Callable
 
 from flax import nnx
 
-from skip_rnn.base import Array, Output, Params, rows_sharded_like
-from skip_rnn.linen import default_gate_input, default_output
-from skip_rnn.skip import (
+from skip_rnn._src.base import Array, Output, Params, rows_sharded_like
+from skip_rnn._src.skip import (
     SkipState,
     check_settings,
     gate_dtype,
@@ -39,6 +38,7 @@ from skip_rnn.skip import (
     init_gate,
     initial_skip_state,
 )
+from skip_rnn.linen import default_gate_input, default_output
 
 
 class Skip(nnx.RNNCellBase):
@@ -99,7 +99,7 @@ class Skip(nnx.RNNCellBase):
                                   input_shape[0], gate_dtype(self._gate()))
 
     def _gate(self) -> Params:
-        """The gate's parameters as :func:`skip_rnn.skip.gated_step` reads them."""
+        """The gate's parameters as :func:`skip_rnn._src.skip.gated_step` reads them."""
         return {"w_p": self.w_p[...], "b_p": self.b_p[...]}
 
     @property

@@ -13,8 +13,8 @@ from flax import nnx
 
 import skip_rnn as sr
 import skip_rnn.nnx
+from skip_rnn._src.unroll import mask_padding
 from skip_rnn.linen import Skip, SkipLSTMCell
-from skip_rnn.unroll import mask_padding
 from tests import reference
 
 B, T, F, H = 4, 20, 3, 16

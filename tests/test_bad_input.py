@@ -13,9 +13,9 @@ from flax import nnx
 
 import skip_rnn as sr
 import skip_rnn.nnx
-from skip_rnn.base import where_rows
+from skip_rnn._src.base import where_rows
+from skip_rnn._src.skip import MAX_SKIPS, SkipState, u_tilde_after, update_probability_delta
 from skip_rnn.linen import Skip
-from skip_rnn.skip import MAX_SKIPS, SkipState, u_tilde_after, update_probability_delta
 
 B, T, F, H = 3, 8, 2, 4
 XS = jax.random.normal(jax.random.key(1), (B, T, F))

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 import skip_rnn as sr
-from skip_rnn.skip import GRADIENTS
+from skip_rnn._src.skip import GRADIENTS
 from tests import reference
 
 B, T, F = 3, 8, 2

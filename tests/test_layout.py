@@ -30,7 +30,7 @@ def test_importing_the_library_loads_no_harness_package():
 
 def test_no_library_module_imports_the_harness_or_its_packages():
     statements = re.compile(r"^\s*(?:from\s+([\w.]+)\s+)?import\s+([\w., ]+)", re.M)
-    for path in sorted(LIBRARY.glob("*.py")):
+    for path in sorted(p for p in LIBRARY.rglob("*.py") if "experiments" not in p.parts):
         for source, names in statements.findall(path.read_text()):
             modules = [source] if source else [n.split(" as ")[0].strip() for n in names.split(",")]
             for module in modules:
@@ -42,3 +42,12 @@ def test_sr_from_linen_is_the_linen_adapter():
     import skip_rnn.linen
 
     assert sr.from_linen is skip_rnn.linen.from_linen and "from_linen" in dir(sr)
+
+
+def test_the_public_surface_is_the_package_and_its_documented_submodules():
+    submodules = sorted(p.stem for p in LIBRARY.glob("*.py") if p.stem != "__init__")
+    assert submodules == ["linen", "nnx"]  # the implementation lives in skip_rnn._src
+    assert sorted(p.name for p in LIBRARY.iterdir() if p.is_dir() and p.name != "__pycache__"
+                  ) == ["_src", "experiments"]
+    for name in sr.__all__:  # no public name is a module, nor shadows one
+        assert not isinstance(getattr(sr, name), type(sr)), name

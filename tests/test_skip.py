@@ -12,8 +12,8 @@ import optax
 import pytest
 
 import skip_rnn as sr
+from skip_rnn._src.skip import select
 from skip_rnn.linen import GRUCell, LSTMCell, SkipGRUCell, SkipLSTMCell
-from skip_rnn.skip import select
 
 B, T, F, H = 4, 30, 3, 6
 XS = jax.random.normal(jax.random.key(1), (B, T, F))

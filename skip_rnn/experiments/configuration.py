@@ -14,8 +14,8 @@ import types
 
 import ml_collections
 
+from skip_rnn._src.skip import GRADIENTS
 from skip_rnn.experiments import data, models
-from skip_rnn.skip import GRADIENTS
 
 BUDGET_LOSSES = ("cost_per_sample", "l1", "l2", "time_weighted")
 REGRESSION_LOSSES = ("mse", "half_mse")

@@ -7,7 +7,7 @@ from __future__ import annotations
 import jax
 import numpy as np
 
-from skip_rnn.base import Params
+from skip_rnn._src.base import Params
 from skip_rnn.experiments import localization
 from skip_rnn.experiments.data import Batch, TaskData
 

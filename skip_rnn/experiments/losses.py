@@ -8,8 +8,8 @@ import jax.numpy as jnp
 import ml_collections
 import optax
 
-from skip_rnn import budget
-from skip_rnn.base import Array
+from skip_rnn._src import budget
+from skip_rnn._src.base import Array
 
 
 def budget_loss(u: Array, config: ml_collections.ConfigDict, cost_per_sample: Array) -> Array:

@@ -13,11 +13,11 @@ import ml_collections
 import numpy as np
 from jax.typing import DTypeLike
 
-from skip_rnn.base import Array, Cell, Output, Params, PRNGKey
-from skip_rnn.cells import gru, lstm, stack
-from skip_rnn.random_skip import random_skip
-from skip_rnn.skip import skip
-from skip_rnn.unroll import unroll
+from skip_rnn._src.base import Array, Cell, Output, Params, PRNGKey
+from skip_rnn._src.cells import gru, lstm, stack
+from skip_rnn._src.random_skip import random_skip
+from skip_rnn._src.skip import skip
+from skip_rnn._src.unroll import unroll
 
 CELLS = ("lstm", "gru", "skip_lstm", "skip_gru")
 INITS = ("default", "reference_code")

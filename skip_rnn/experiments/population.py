@@ -15,7 +15,7 @@ import ml_collections
 import numpy as np
 import optax
 
-from skip_rnn.base import Array, Cell, Params
+from skip_rnn._src.base import Array, Cell, Params
 from skip_rnn.experiments import models
 from skip_rnn.experiments.data import TaskData
 

@@ -17,7 +17,7 @@ import ml_collections
 import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from skip_rnn.base import Cell
+from skip_rnn._src.base import Cell
 from skip_rnn.experiments import models
 from skip_rnn.experiments.data import Batch, TaskData
 from skip_rnn.experiments.losses import budget_loss, per_example_metrics

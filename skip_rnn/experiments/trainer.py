@@ -32,8 +32,8 @@ import numpy as np
 from jax.experimental import multihost_utils
 from jax.sharding import NamedSharding, PartitionSpec
 
-from skip_rnn import flops
-from skip_rnn.base import Array, Cell, Params, where_rows
+from skip_rnn._src import flops
+from skip_rnn._src.base import Array, Cell, Params, where_rows
 from skip_rnn.experiments import data, figures, models, records
 from skip_rnn.experiments.checkpoints import Checkpoints
 from skip_rnn.experiments.configuration import ConfigError, as_json, check_config, resolve

@@ -23,9 +23,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from skip_rnn.base import Array, Output, Params, rows_sharded_like, serializable, where_rows
-from skip_rnn.skip import MAX_SKIPS, SkipCell, SkipState, skips_after_update, u_tilde_after
-from skip_rnn.unroll import checked_lengths, unroll
+from skip_rnn._src.base import Array, Output, Params, rows_sharded_like, serializable, where_rows
+from skip_rnn._src.skip import MAX_SKIPS, SkipCell, SkipState, skips_after_update, u_tilde_after
+from skip_rnn._src.unroll import checked_lengths, unroll
 
 
 @serializable

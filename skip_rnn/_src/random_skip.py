@@ -14,8 +14,8 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from skip_rnn.base import Array, Cell, Output, Params, PRNGKey, State, check_number
-from skip_rnn.skip import select
+from skip_rnn._src.base import Array, Cell, Output, Params, PRNGKey, State, check_number
+from skip_rnn._src.skip import select
 
 
 def random_skip(cell: Cell, p_skip: float | Array) -> Cell:

@@ -48,7 +48,7 @@ from typing import Literal, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from skip_rnn.base import (
+from skip_rnn._src.base import (
     Array,
     Cell,
     Output,

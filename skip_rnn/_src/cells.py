@@ -1,6 +1,6 @@
 """Plain recurrent cells: the state transition ``s_t = S(s_{t-1}, x_t)`` of eq. 1.
 
-Every factory returns a :class:`skip_rnn.base.Cell`. Each cell learns its initial state
+Every factory returns a :class:`skip_rnn._src.base.Cell`. Each cell learns its initial state
 ``s_0`` (zeros at init, broadcast over the batch), as in the paper's experiments.
 
 Precision, as Flax's cells: ``param_dtype`` is the dtype the parameters are stored in (float32
@@ -22,7 +22,7 @@ import jax
 import jax.numpy as jnp
 from jax.typing import DTypeLike
 
-from skip_rnn.base import (
+from skip_rnn._src.base import (
     Array,
     Cell,
     Params,

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import jax.numpy as jnp
 
-from skip_rnn.base import Array, check_number
+from skip_rnn._src.base import Array, check_number
 
 
 def budget_loss(u: Array, cost_per_sample: float | Array) -> Array:

@@ -6,7 +6,16 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from skip_rnn.base import Array, Cell, Output, Params, PRNGKey, State, rows_sharded_like, where_rows
+from skip_rnn._src.base import (
+    Array,
+    Cell,
+    Output,
+    Params,
+    PRNGKey,
+    State,
+    rows_sharded_like,
+    where_rows,
+)
 
 
 def unroll(

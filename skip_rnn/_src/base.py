@@ -91,7 +91,7 @@ def where_rows(keep_new: Array, new: Array, old: Array) -> Array:
     """Row-wise ``jnp.where``: ``keep_new`` ``[B]`` picks ``new[b]`` or ``old[b]`` (``[B, ...]``).
 
     The one row-wise select: padded steps (:func:`skip_rnn.unroll`), the jumping runners'
-    finished sequences, the skip gate's copy (:func:`skip_rnn.skip.select`, its
+    finished sequences, the skip gate's copy (:func:`skip_rnn._src.skip.select`, its
     differentiable form); any leading axis works, e.g. the members of a population.
     """
     return jnp.where(as_rows(keep_new, new), new, old)

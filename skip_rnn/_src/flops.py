@@ -13,7 +13,7 @@ import math
 import jax
 from jax.extend.core import ClosedJaxpr, Jaxpr
 
-from skip_rnn.base import Cell
+from skip_rnn._src.base import Cell
 
 # Primitives whose inner computation runs an unknown or data-dependent number of times.
 _CONTROL_FLOW = ("while", "cond", "scan")
