@@ -10,7 +10,16 @@ The library: ``import skip_rnn`` loads JAX and nothing of the paper's harness
 
 from importlib.metadata import version as _version
 
-from skip_rnn._src.base import Cell, Output
+from skip_rnn._src.base import (
+    Cell,
+    GateInputFn,
+    InitFn,
+    InitialStateFn,
+    Output,
+    OutputFn,
+    SkipCell,
+    StepFn,
+)
 from skip_rnn._src.budget import (
     budget_loss,
     l1_budget_loss,
@@ -22,7 +31,7 @@ from skip_rnn._src.cells import LSTMState, gru, lstm, stack
 from skip_rnn._src.flops import flops_per_update
 from skip_rnn._src.inference import JumpInfo, JumpStream, jump_stream, jump_unroll
 from skip_rnn._src.random_skip import random_skip
-from skip_rnn._src.skip import SkipCell, SkipState, skip, skips_after_update, straight_through
+from skip_rnn._src.skip import SkipState, skip, skips_after_update, straight_through
 from skip_rnn._src.unroll import mask_padding, unroll, zero_padding
 
 __version__ = _version("skip-rnn")  # the installed package's (pyproject.toml)
@@ -43,12 +52,17 @@ def __dir__() -> list[str]:
 
 __all__ = [
     "Cell",
+    "GateInputFn",
+    "InitFn",
+    "InitialStateFn",
     "JumpInfo",
     "JumpStream",
     "LSTMState",
     "Output",
+    "OutputFn",
     "SkipCell",
     "SkipState",
+    "StepFn",
     "budget_loss",
     "flops_per_update",
     "from_linen",

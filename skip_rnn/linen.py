@@ -8,18 +8,27 @@
   cells for ``nn.RNN``; they hold one parameter pytree (the pure cell's, under the name
   ``"cell"``) and take Flax's ``dtype=`` and ``param_dtype=``.
 
-Every module calls the pure step of :func:`skip_rnn.skip` (:func:`skip_rnn._src.skip.gated_step`);
-no equation is implemented twice. ``nn.RNN(SkipLSTMCell(110))(xs)`` returns the
-:class:`skip_rnn.Output` of every step (leaves ``[B, T, ...]``); with ``seq_lengths``, mask it
-with :func:`skip_rnn.mask_padding` (see :class:`Skip`).
+Every module calls the pure step of :func:`skip_rnn.skip`; no equation is implemented twice.
+The cells keep Flax's contract: ``__call__(carry, x) -> (carry, h)`` with ``h`` ``[B, H]``, so
+``nn.RNN``, ``nn.Bidirectional`` (its default merge concatenates ``h``), ``nn.Sequential`` and
+``nn.scan`` take them unchanged. The gates travel in the carry: a skip cell's carry is a
+:class:`skip_rnn.SkipState` whose ``num_updates`` counts the updates with ``u``'s
+straight-through gradient, and ``nn.RNN(..., seq_lengths=)`` keeps the carry of each sequence's
+last valid step, so the budget loss (eq. 8) of ``nn.RNN(..., return_carry=True)`` is
+``λ * jnp.mean(carry.num_updates)``, padding excluded, with :func:`skip_rnn.unroll`'s value and
+gradient. Each step also sows its :class:`skip_rnn.Output` (``h`` and the gates ``u``, ``ũ``,
+``Δũ``) as ``("intermediates", "output")``: ``nn.RNN(cell, variable_axes={"intermediates":
+1})`` and ``apply(..., mutable=["intermediates"])`` stack them over time, for figures.
 
 Example:
   >>> import jax, jax.numpy as jnp, flax.linen as nn
   >>> from skip_rnn.linen import SkipLSTMCell
-  >>> rnn = nn.RNN(SkipLSTMCell(8))
-  >>> variables = rnn.init(jax.random.key(0), jnp.ones((2, 5, 3)))
-  >>> rnn.apply(variables, jnp.ones((2, 5, 3))).u.shape
-  (2, 5)
+  >>> rnn = nn.RNN(SkipLSTMCell(8), return_carry=True)
+  >>> xs = jnp.ones((2, 5, 3))
+  >>> variables = rnn.init(jax.random.key(0), xs)
+  >>> carry, hs = rnn.apply(variables, xs)
+  >>> hs.shape, carry.num_updates.shape  # h of every step; updates per sequence
+  ((2, 5, 8), (2,))
 
 Bernoulli gates draw from the ``"skip"`` rng, one key per step:
 ``nn.RNN(SkipLSTMCell(8, binarize="bernoulli"), split_rngs={"params": False, "skip": True})``
@@ -31,7 +40,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import flax.linen as nn
 import jax
@@ -50,6 +59,13 @@ from skip_rnn._src.skip import (
 )
 
 
+def _emit(module: nn.Module, out: Output) -> Array:
+    """A step's ``h``, what Flax cells return; the whole :class:`skip_rnn.Output` is sown as
+    ``("intermediates", "output")`` for whoever asks (see the module docstring)."""
+    module.sow("intermediates", "output", out)
+    return out.h
+
+
 class PureCell(nn.RNNCellBase):
     """Base adapter: subclasses say which pure cell they wrap in :meth:`pure_cell`."""
 
@@ -57,12 +73,13 @@ class PureCell(nn.RNNCellBase):
         raise NotImplementedError
 
     @nn.compact
-    def __call__(self, carry: State, inputs: Array) -> tuple[State, Any]:
+    def __call__(self, carry: State, inputs: Array) -> tuple[State, Array]:
         """One step: ``carry`` as from :meth:`initialize_carry`, ``inputs`` ``[B, F]``."""
         cell = self.pure_cell()
         params = self.param("cell", lambda key: cell.init(key, inputs.shape[-1]))
         key = self.make_rng("skip") if getattr(self, "binarize", "round") == "bernoulli" else None
-        return cell.step(params, rows_sharded_like(carry, inputs), inputs, key)
+        carry, out = cell.step(params, rows_sharded_like(carry, inputs), inputs, key)
+        return carry, _emit(self, out)
 
     @nn.nowrap
     def initialize_carry(self, rng: PRNGKey, input_shape: tuple[int, ...]) -> State:
@@ -218,7 +235,8 @@ def from_linen(
 
     def step(params: Params, state: State, x: Array, key: PRNGKey | None = None):
         del key
-        return module.apply({k: v for k, v in params.items() if k != "s0"}, state, x)
+        carry, h = module.apply({k: v for k, v in params.items() if k != "s0"}, state, x)
+        return carry, Output.updated(h)
 
     return Cell(init, initial_state, step, output, gate_input)
 
@@ -229,15 +247,15 @@ class Skip(nn.RNNCellBase):
     The wrapped cell is the child ``"cell"``, so its parameters are laid out as in
     ``nn.RNN(cell)``, one level down: ``{"cell": <the cell's>, "w_p": [D], "b_p": []}``; a
     trained plain model's parameters drop in. The carry is a :class:`skip_rnn.SkipState`
-    around the cell's; the gate reads :func:`default_gate_input` of it; each step emits a
-    :class:`skip_rnn.Output`.
+    around the cell's; the gate reads :func:`default_gate_input` of it; each step returns the
+    output ``h`` and sows its :class:`skip_rnn.Output` (module docstring).
 
     Padding: ``nn.RNN(..., seq_lengths=lengths, return_carry=True)`` returns the carry of each
     sequence's last valid step, :func:`skip_rnn.unroll`'s ``final_state`` (for ``lengths >=
     1``: Flax gives an empty sequence the carry after the padding), and the outputs of valid
-    steps are ``unroll``'s. The padded steps still run and gate: ``mask_padding(out,
-    lengths)`` (:func:`skip_rnn.mask_padding`) zeroes their ``u``, ``ũ``, ``Δũ``, so that
-    the budget losses count valid steps only, with ``unroll``'s value and gradient. Give
+    steps are ``unroll``'s; that carry's ``num_updates`` counts valid steps only, so
+    ``λ * jnp.mean(carry.num_updates)`` is ``unroll``'s budget loss, value and gradient. (The
+    sown per-step gates include the padded steps: :func:`skip_rnn.mask_padding` zeroes them.) Give
     ``nn.RNN`` ``zero_padding(xs, lengths)`` (:func:`skip_rnn.zero_padding`), as ``unroll``
     reads its inputs, so that NaN or Inf in the padding cannot reach a gradient.
 
@@ -258,8 +276,8 @@ class Skip(nn.RNNCellBase):
       >>> variables = rnn.init(jax.random.key(0), xs)
       >>> sorted(variables["params"]["cell"])
       ['b_p', 'cell', 'w_p']
-      >>> rnn.apply(variables, xs).u.shape
-      (2, 5)
+      >>> rnn.apply(variables, xs).shape
+      (2, 5, 8)
     """
 
     cell: nn.RNNCellBase
@@ -273,7 +291,7 @@ class Skip(nn.RNNCellBase):
         super().__post_init__()
 
     @nn.compact
-    def __call__(self, carry: SkipState, inputs: Array) -> tuple[SkipState, Output]:
+    def __call__(self, carry: SkipState, inputs: Array) -> tuple[SkipState, Array]:
         """One step: ``carry`` as from :meth:`initialize_carry`, ``inputs`` ``[B, ..., F]``.
 
         The child is called in place, its parameters in its own scope; the gate's are drawn
@@ -282,9 +300,11 @@ class Skip(nn.RNNCellBase):
         w_p = self.param("w_p", lambda key: init_gate(key, size, self.update_bias)["w_p"])
         b_p = self.param("b_p", lambda key: init_gate(key, size, self.update_bias)["b_p"])
         key = self.make_rng("skip") if self.binarize == "bernoulli" else None
-        return gated_step(self.cell, default_gate_input, default_output, {"w_p": w_p, "b_p": b_p},
-                          rows_sharded_like(carry, inputs), inputs, key, binarize=self.binarize,
-                          max_updates=self.max_updates, gradient=self.gradient)
+        carry, out = gated_step(self.cell, default_gate_input, default_output,
+                                {"w_p": w_p, "b_p": b_p}, rows_sharded_like(carry, inputs),
+                                inputs, key, binarize=self.binarize,
+                                max_updates=self.max_updates, gradient=self.gradient)
+        return carry, _emit(self, out)
 
     @nn.nowrap
     def initialize_carry(self, rng: PRNGKey, input_shape: tuple[int, ...]) -> SkipState:

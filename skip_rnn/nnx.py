@@ -11,9 +11,9 @@ Example:
   >>> from skip_rnn.nnx import Skip
   >>> rngs = nnx.Rngs(0)
   >>> rnn = nnx.RNN(Skip(nnx.LSTMCell(3, 8, rngs=rngs), rngs=rngs))
-  >>> out = rnn(jnp.ones((2, 5, 3)))  # an Output of [B, T, ...] leaves
-  >>> out.h.shape, out.u.shape, rnn.cell.w_p.shape  # the gate reads c
-  ((2, 5, 8), (2, 5), (8,))
+  >>> carry, hs = nnx.RNN(rnn.cell, return_carry=True)(jnp.ones((2, 5, 3)))
+  >>> hs.shape, carry.num_updates.shape, rnn.cell.w_p.shape  # the gate reads c
+  ((2, 5, 8), (2,), (8,))
 
 Precision: the cell's own ``dtype`` and ``param_dtype`` (``nnx.LSTMCell(3, 8,
 dtype=jnp.bfloat16, rngs=rngs)``); ``w_p``, ``b_p`` and the gate's path are float32 whatever
@@ -29,7 +29,7 @@ from collections.abc import Callable
 
 from flax import nnx
 
-from skip_rnn._src.base import Array, Output, Params, rows_sharded_like
+from skip_rnn._src.base import Array, Params, rows_sharded_like
 from skip_rnn._src.skip import (
     SkipState,
     check_settings,
@@ -45,10 +45,12 @@ class Skip(nnx.RNNCellBase):
     """:func:`skip_rnn.skip` of an NNX cell (eqs. 2-5), itself an NNX cell.
 
     The carry is a :class:`skip_rnn.SkipState` around the cell's; the gate reads
-    :func:`skip_rnn.linen.default_gate_input` of it (LSTM ``c``, GRU ``h``); each step emits a
-    :class:`skip_rnn.Output`. With ``nnx.RNN(..., seq_lengths=)``, mask the padded steps'
-    gates with :func:`skip_rnn.mask_padding` and zero its inputs there with
-    :func:`skip_rnn.zero_padding`, as for :class:`skip_rnn.linen.Skip`.
+    :func:`skip_rnn.linen.default_gate_input` of it (LSTM ``c``, GRU ``h``); each step returns
+    the output ``h`` ``[B, H]``, as every NNX cell. The carry's ``num_updates`` counts the
+    updates with ``u``'s straight-through gradient: ``λ * jnp.mean(carry.num_updates)`` of
+    ``nnx.RNN(..., return_carry=True)`` is the budget loss (eq. 8), as for
+    :class:`skip_rnn.linen.Skip`. With ``nnx.RNN(..., seq_lengths=)``, zero the padded inputs
+    with :func:`skip_rnn.zero_padding`.
 
     Args:
       cell: an NNX cell with inputs ``[B, F]`` and an ``in_features`` attribute
@@ -78,14 +80,15 @@ class Skip(nnx.RNNCellBase):
         self.b_p = nnx.Param(gate["b_p"])
         self.rngs = rngs.skip.fork() if binarize == "bernoulli" else nnx.data(None)
 
-    def __call__(self, carry: SkipState, inputs: Array) -> tuple[SkipState, Output]:
+    def __call__(self, carry: SkipState, inputs: Array) -> tuple[SkipState, Array]:
         """One step: ``carry`` as from :meth:`initialize_carry`, ``inputs`` ``[B, F]``; the
         wrapped cell is called in place (its parameters are its own)."""
         key = self.rngs() if self.binarize == "bernoulli" else None
-        return gated_step(self.cell, default_gate_input, default_output, self._gate(),
-                          rows_sharded_like(carry, inputs), inputs, key, binarize=self.binarize,
-                          max_updates=self.max_updates,
-                          gradient=self.gradient)
+        carry, out = gated_step(self.cell, default_gate_input, default_output, self._gate(),
+                                rows_sharded_like(carry, inputs), inputs, key,
+                                binarize=self.binarize, max_updates=self.max_updates,
+                                gradient=self.gradient)
+        return carry, out.h
 
     def initialize_carry(
         self,

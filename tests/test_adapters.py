@@ -66,12 +66,30 @@ def _plain(cell_type):
     return rnn, _random_like(jax.eval_shape(rnn.init, jax.random.key(0), XS)), jax.jit(rnn.apply)
 
 
-_skip_gru = jax.jit(nn.RNN(Skip(nn.GRUCell(H))).apply)
+def linen_stepwise(cell, **rnn_kwargs):
+    """``run(variables, xs, **apply_kwargs) -> (result, out)``: ``nn.RNN(cell)``'s result (the
+    cells return ``h``) and the :class:`sr.Output` of every step that the cells sow."""
+    rnn = nn.RNN(cell, variable_axes={"intermediates": 1}, **rnn_kwargs)
+
+    def run(variables, xs, **kwargs):
+        result, state = rnn.apply(variables, xs, mutable=["intermediates"], **kwargs)
+        return result, state["intermediates"]["cell"]["output"][0]
+
+    return run
+
+
+_skip_gru = jax.jit(lambda variables, xs: linen_stepwise(Skip(nn.GRUCell(H)))(variables, xs)[1])
 
 
 def _loss(out):
     """A task loss on every output plus the budget loss (eq. 8); ``out`` as auxiliary data."""
-    return jnp.mean(jnp.square(out.h - 1.0)) + sr.budget_loss(out.u, 1e-2), out
+    return _count_loss(out.h, jnp.sum(out.u, axis=1)), out
+
+
+def _count_loss(h, num_updates):
+    """:func:`_loss` from the outputs ``h`` and the updates per sequence (a skip carry's
+    ``num_updates``): eq. 8 as ``λ·mean(num_updates)``."""
+    return jnp.mean(jnp.square(h - 1.0)) + 1e-2 * jnp.mean(num_updates)
 
 
 @functools.partial(jax.jit, static_argnums=0)
@@ -223,8 +241,8 @@ def _linen_lstm_skip(gradient):
     against the reference recurrence (:func:`_reference_run`)."""
     _, variables, _ = _plain(nn.LSTMCell)
     params = {"cell": variables["params"]["cell"], **_gate(-0.5)}
-    rnn = nn.RNN(Skip(nn.LSTMCell(H), gradient=gradient))
-    (_, out), grads = _with_grad(lambda p: rnn.apply({"params": {"cell": p}}, XS))(params)
+    run = linen_stepwise(Skip(nn.LSTMCell(H), gradient=gradient))
+    (_, out), grads = _with_grad(lambda p: run({"params": {"cell": p}}, XS)[1])(params)
     assert 0 < out.u.sum() < B * T, "the model must both skip and update"
     for path, g in jax.tree_util.tree_leaves_with_path(grads):
         assert np.all(np.isfinite(g)) and np.any(g != 0), path
@@ -241,9 +259,15 @@ def _linen_lstm_skip(gradient):
 @pytest.mark.parametrize("gradient", ["paper", "eq5", "reference_code"])
 def test_nnx_skip_gives_the_linen_skips_numbers_and_gradients(gradient):
     params, want, grads = _linen_lstm_skip(gradient)
-    nnx_loss = nnx.value_and_grad(lambda rnn: _loss(rnn(XS)), has_aux=True)
-    (_, out), nnx_grads = nnx.jit(nnx_loss)(nnx.RNN(_nnx_lstm_skip(params, gradient=gradient)))
-    _same_trees(out, want)
+
+    def nnx_loss(rnn):
+        carry, hs = rnn(XS)
+        return _count_loss(hs, carry.num_updates), (carry, hs)
+
+    rnn = nnx.RNN(_nnx_lstm_skip(params, gradient=gradient), return_carry=True)
+    (_, (carry, hs)), nnx_grads = nnx.jit(nnx.value_and_grad(nnx_loss, has_aux=True))(rnn)
+    np.testing.assert_allclose(hs, want.h, rtol=1e-5, atol=1e-7)
+    np.testing.assert_array_equal(carry.num_updates, want.u.sum(axis=1))
     _same_trees(nnx.to_pure_dict(nnx_grads)["cell"], _nnx_layout(grads))
 
 
@@ -325,31 +349,66 @@ def _unrolled_with_lengths(name):
 @pytest.mark.parametrize("name", ["Skip(nn.LSTMCell)", "SkipLSTMCell"])
 def test_linen_skip_cells_with_seq_lengths_and_mask_padding_are_unroll_with_lengths(name):
     cell, params, want = _unrolled_with_lengths(name)
-    rnn = nn.RNN(SkipLSTMCell(H) if name == "SkipLSTMCell" else Skip(nn.LSTMCell(H)),
-                 return_carry=True)
-    loss = _loss_with_lengths(
-        cell, lambda p: rnn.apply({"params": {"cell": p}}, XS, seq_lengths=LENGTHS), True)
-    _assert_padding_as_unroll(jax.jit(jax.value_and_grad(loss, has_aux=True))(params), want)
+    run = linen_stepwise(SkipLSTMCell(H) if name == "SkipLSTMCell" else Skip(nn.LSTMCell(H)),
+                         return_carry=True)
+
+    def carry_and_gates(p):
+        (carry, _), out = run({"params": {"cell": p}}, XS, seq_lengths=LENGTHS)
+        return carry, out
+
+    loss = _loss_with_lengths(cell, carry_and_gates, True)
+    got = jax.jit(jax.value_and_grad(loss, has_aux=True))(params)
+    _assert_padding_as_unroll(got, want)
+    np.testing.assert_array_equal(got[0][1][0].num_updates, _valid_updates(want))
+
+
+def _valid_updates(want):
+    """The updates per sequence on valid steps of ``unroll``'s ``want``: eq. 8's count."""
+    return np.asarray(want[0][1][1].u).sum(axis=1)
+
+
+def test_the_linen_carry_counts_the_budget_with_unrolls_value_and_gradient():
+    cell, params, ((want_loss, _), want_grads) = _unrolled_with_lengths("SkipLSTMCell")
+    rnn = nn.RNN(SkipLSTMCell(H), return_carry=True)
+
+    def loss(p):  # no mask to remember: the carry holds the count of valid steps
+        carry, _ = rnn.apply({"params": {"cell": p}}, XS, seq_lengths=LENGTHS)
+        return jnp.mean(jnp.square(cell.output(carry) - 1.0)) + 1e-2 * jnp.mean(
+            carry.num_updates)
+
+    value, grads = jax.jit(jax.value_and_grad(loss))(params)
+    np.testing.assert_allclose(value, want_loss, rtol=1e-6)
+    _same_trees(grads, want_grads)
 
 
 def test_nnx_skip_with_seq_lengths_and_mask_padding_is_unroll_with_lengths():
-    cell, params, ((want_loss, want_aux), want_grads) = _unrolled_with_lengths("Skip(nn.LSTMCell)")
-    loss = _loss_with_lengths(cell, lambda rnn: rnn(XS, seq_lengths=LENGTHS), True)
+    cell, params, ((want_loss, (want_state, want_out)), want_grads) = _unrolled_with_lengths(
+        "Skip(nn.LSTMCell)")
+
+    def loss(rnn):
+        carry, hs = rnn(XS, seq_lengths=LENGTHS)
+        task = jnp.mean(jnp.square(cell.output(carry) - 1.0))
+        return task + 1e-2 * jnp.mean(carry.num_updates), (carry, hs)
+
     rnn = nnx.RNN(_nnx_lstm_skip(params), return_carry=True)
-    (value, aux), grads = nnx.jit(nnx.value_and_grad(loss, has_aux=True))(rnn)
-    _assert_padding_as_unroll(((value, aux), nnx.to_pure_dict(grads)["cell"]),
-                              ((want_loss, want_aux), _nnx_layout(want_grads)))
+    (value, (carry, hs)), grads = nnx.jit(nnx.value_and_grad(loss, has_aux=True))(rnn)
+    _same_trees(carry, want_state)
+    np.testing.assert_allclose(np.asarray(hs)[VALID], np.asarray(want_out.h)[VALID],
+                               rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(value, want_loss, rtol=1e-6)
+    _same_trees(nnx.to_pure_dict(grads)["cell"], _nnx_layout(want_grads))
 
 
 def test_wrappers_keep_the_hard_budget():
     _, variables, _ = _plain(nn.GRUCell)
     params = {"params": {"cell": {"cell": variables["params"]["cell"], **_gate(30.0)}}}
-    u = jax.jit(nn.RNN(Skip(nn.GRUCell(H), max_updates=3)).apply)(params, XS).u
+    u = jax.jit(linen_stepwise(Skip(nn.GRUCell(H), max_updates=3)))(params, XS)[1].u
     np.testing.assert_array_equal(u, np.repeat([[1.0] * 3 + [0.0] * (T - 3)], B, axis=0))
     rngs = nnx.Rngs(0)
     nnx_skip = skip_rnn.nnx.Skip(nnx.GRUCell(F, H, rngs=rngs), max_updates=3, rngs=rngs)
     nnx_skip.b_p[...] = 30.0
-    np.testing.assert_array_equal(nnx.jit(lambda rnn: rnn(XS).u)(nnx.RNN(nnx_skip)), u)
+    count = nnx.jit(lambda rnn: rnn(XS)[0].num_updates)(nnx.RNN(nnx_skip, return_carry=True))
+    np.testing.assert_array_equal(count, 3.0)
 
 
 def test_wrappers_take_the_update_bias_and_draw_bernoulli_gates_per_step():
@@ -357,18 +416,20 @@ def test_wrappers_take_the_update_bias_and_draw_bernoulli_gates_per_step():
                  split_rngs={"params": False, "skip": True})
     variables = jax.jit(rnn.init)({"params": jax.random.key(0), "skip": jax.random.key(1)}, XS)
     assert float(variables["params"]["cell"]["b_p"]) == pytest.approx(-0.3)
-    apply = jax.jit(lambda key: rnn.apply(variables, XS, rngs={"skip": key}).u)
+    run = linen_stepwise(Skip(nn.GRUCell(H), binarize="bernoulli", update_bias=-0.3),
+                         split_rngs={"params": False, "skip": True})
+    apply = jax.jit(lambda key: run(variables, XS, rngs={"skip": key})[1].u)
     u = apply(jax.random.key(2))
     assert set(np.unique(u[:, 1:])) == {0.0, 1.0}
     assert not np.array_equal(u, apply(jax.random.key(3)))
 
     rngs = nnx.Rngs(params=0, skip=1)
     nnx_rnn = nnx.RNN(skip_rnn.nnx.Skip(nnx.GRUCell(F, H, rngs=rngs), binarize="bernoulli",
-                                        update_bias=-0.3, rngs=rngs))
+                                        update_bias=-0.3, rngs=rngs), return_carry=True)
     assert float(nnx_rnn.cell.b_p[...]) == pytest.approx(-0.3)
-    run = nnx.jit(lambda rnn: rnn(XS).u)
+    run = nnx.jit(lambda rnn: rnn(XS)[0].num_updates)
     first, second = run(nnx_rnn), run(nnx_rnn)  # the "skip" stream advances: new draws
-    assert set(np.unique(first[:, 1:])) == {0.0, 1.0} and not np.array_equal(first, second)
+    assert np.all((first >= 1) & (first < T)) and not np.array_equal(first, second)
 
 
 def test_from_linen_asks_for_the_spatial_shape_of_convolutional_cells():

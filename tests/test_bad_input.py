@@ -15,7 +15,7 @@ import skip_rnn as sr
 import skip_rnn.nnx
 from skip_rnn._src.base import where_rows
 from skip_rnn._src.skip import MAX_SKIPS, SkipState, u_tilde_after, update_probability_delta
-from skip_rnn.linen import Skip
+from skip_rnn.linen import Skip, default_output
 
 B, T, F, H = 3, 8, 2, 4
 XS = jax.random.normal(jax.random.key(1), (B, T, F))
@@ -150,20 +150,30 @@ def test_nan_padding_reaches_no_gradient_through_linen_and_nnx_with_zero_padding
     variables = rnn.init(jax.random.key(0), XS)
 
     def linen(params, xs):
-        state, out = rnn.apply(params, sr.zero_padding(xs, LENGTHS), seq_lengths=LENGTHS)
-        return state, sr.mask_padding(out, LENGTHS)
+        return rnn.apply(params, sr.zero_padding(xs, LENGTHS), seq_lengths=LENGTHS)
 
-    _assert_finite_and_blind_to_padding(jax.jit(jax.grad(_padded_loss(linen))), variables)
+    _assert_finite_and_blind_to_padding(jax.jit(jax.grad(_padded_count_loss(linen))),
+                                        variables)
     rngs = nnx.Rngs(0)
     model = nnx.RNN(skip_rnn.nnx.Skip(nnx.LSTMCell(F, H, rngs=rngs), rngs=rngs),
                     return_carry=True)
 
     def nnx_run(rnn, xs):
-        carry, out = rnn(sr.zero_padding(xs, LENGTHS), seq_lengths=LENGTHS)
-        return carry, sr.mask_padding(out, LENGTHS)
+        return rnn(sr.zero_padding(xs, LENGTHS), seq_lengths=LENGTHS)
 
-    nnx_grad = nnx.jit(nnx.grad(_padded_loss(nnx_run)))
+    nnx_grad = nnx.jit(nnx.grad(_padded_count_loss(nnx_run)))
     _assert_finite_and_blind_to_padding(lambda m, xs: nnx.to_pure_dict(nnx_grad(m, xs)), model)
+
+
+def _padded_count_loss(run):
+    """``run(model, xs) -> (carry, hs)`` (Flax's RNNs: the cells return ``h``) as a loss on the
+    carry's output plus the budget loss (eq. 8) of its count of updates."""
+
+    def loss(model, xs):
+        carry, _ = run(model, xs)
+        return jnp.sum(default_output(carry.cell) ** 2) + 1e-2 * jnp.mean(carry.num_updates)
+
+    return loss
 
 
 @pytest.mark.parametrize("bad, match", [
@@ -244,7 +254,7 @@ def test_eq6_cap_unroll_updates_after_as_many_skips_as_the_jumping_runners():
     skipped, delta_u = MAX_SKIPS - 2, jnp.full((1,), 1e-9)
     state = cell.initial_state(params, 1)._replace(
         delta_u=delta_u, num_skips=jnp.full((1,), skipped, jnp.int32),
-        u_tilde=u_tilde_after(skipped + 1, delta_u), num_updates=jnp.ones((1,), jnp.int32))
+        u_tilde=u_tilde_after(skipped + 1, delta_u), num_updates=jnp.ones((1,)))
 
     def u_of(b_p):
         return sr.unroll(cell, {**params, "b_p": b_p}, XS[:1, :4], initial_state=state)[1].u[0]

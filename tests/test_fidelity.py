@@ -137,17 +137,16 @@ def test_unknown_gradient_form_is_refused():
 
 
 def test_linen_cell_takes_the_gradient_form():
-    import flax.linen as nn
-
     from skip_rnn.linen import SkipGRUCell
+    from tests.test_adapters import linen_stepwise
 
     xs = jax.random.normal(jax.random.key(0), (2, 6, F))
-    rnn = nn.RNN(SkipGRUCell(4, gradient="reference_code"))
+    run = linen_stepwise(SkipGRUCell(4, gradient="reference_code"))
     params = _skipping_params(sr.skip(sr.gru(4)), seed=3)
     pure = sr.skip(sr.gru(4), gradient="reference_code")
 
     def linen_loss(p):
-        return jnp.sum(rnn.apply({"params": {"cell": {"cell": p}}}, xs).u ** 2)
+        return jnp.sum(run({"params": {"cell": {"cell": p}}}, xs)[1].u ** 2)
 
     def pure_loss(p):
         return jnp.sum(sr.unroll(pure, p, xs)[1].u ** 2)

@@ -21,6 +21,7 @@ from skip_rnn.experiments.checkpoints import Checkpoints
 from skip_rnn.experiments.configuration import ConfigError, check_config
 from skip_rnn.linen import SkipGRUCell
 from tests import reference
+from tests.test_adapters import linen_stepwise
 from tests.test_training import tiny_config
 
 B, T, F, H = 3, 20, 3, 8
@@ -156,7 +157,8 @@ def test_linen_and_nnx_cells_take_dtype_and_param_dtype():
     assert {leaf.dtype for leaf in jax.tree.leaves(params["cell"])} == {jnp.dtype(BF16)}
     assert params["w_p"].dtype == params["b_p"].dtype == F32
     params = {**params, "w_p": 3.0 * params["w_p"], "b_p": jnp.asarray(-0.5, F32)}
-    got = jax.jit(rnn.apply)({"params": {"cell": {"cell": params}}}, XS)
+    _, got = jax.jit(linen_stepwise(SkipGRUCell(H, dtype=BF16, param_dtype=BF16)))(
+        {"params": {"cell": {"cell": params}}}, XS)
     _, want = jax.jit(functools.partial(sr.unroll, sr.skip(sr.gru(H, dtype=BF16))))(params, XS)
     assert 0 < float(want.u.sum()) < want.u.size
     for field in sr.Output._fields:
@@ -164,9 +166,9 @@ def test_linen_and_nnx_cells_take_dtype_and_param_dtype():
         np.testing.assert_array_equal(getattr(got, field), getattr(want, field), err_msg=field)
     rngs = nnx.Rngs(0)
     layer = nnx.LSTMCell(F, H, dtype=BF16, param_dtype=BF16, rngs=rngs)
-    out = nnx.RNN(skip_rnn.nnx.Skip(layer, rngs=rngs))(XS)
-    assert out.h.dtype == BF16
-    assert out.u.dtype == out.u_tilde.dtype == out.delta_u.dtype == F32
+    carry, hs = nnx.RNN(skip_rnn.nnx.Skip(layer, rngs=rngs), return_carry=True)(XS)
+    assert hs.dtype == BF16
+    assert carry.u_tilde.dtype == carry.delta_u.dtype == carry.num_updates.dtype == F32
 
 
 def test_adding_task_trains_in_bfloat16_with_float32_parameters_and_adam_state(tmp_path):

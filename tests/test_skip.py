@@ -14,6 +14,7 @@ import pytest
 import skip_rnn as sr
 from skip_rnn._src.skip import select
 from skip_rnn.linen import GRUCell, LSTMCell, SkipGRUCell, SkipLSTMCell
+from tests.test_adapters import linen_stepwise
 
 B, T, F, H = 4, 30, 3, 6
 XS = jax.random.normal(jax.random.key(1), (B, T, F))
@@ -227,12 +228,10 @@ def test_flax_rnn_equals_unroll(module, pure):
     if "b_p" in params:  # make it skip, and give s0 a trained-looking value
         params = {**params, "b_p": jnp.asarray(-0.5), "w_p": 3 * params["w_p"]}
     params = jax.tree.map(lambda p: p + 0.01, params)
-    got = rnn.apply({"params": {"cell": {"cell": params}}}, XS)
+    got, out = linen_stepwise(module)({"params": {"cell": {"cell": params}}}, XS)
     _, want = sr.unroll(pure, params, XS)
-    if isinstance(got, sr.Output):
-        np.testing.assert_array_equal(got.u, want.u)
-        got = got.h
-    np.testing.assert_allclose(got, want.h, rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(out.u, want.u)  # 1 for the plain cells
+    np.testing.assert_allclose(got, want.h, rtol=1e-5, atol=1e-6)  # Flax's contract: h
 
 
 @pytest.mark.parametrize(
@@ -254,10 +253,12 @@ def test_flax_bernoulli_cell_draws_a_key_per_step():
     rnn = nn.RNN(SkipGRUCell(H, binarize="bernoulli", update_bias=-0.3),
                  split_rngs={"params": False, "skip": True})
     variables = rnn.init({"params": jax.random.key(0), "skip": jax.random.key(1)}, XS)
-    u = rnn.apply(variables, XS, rngs={"skip": jax.random.key(2)}).u
+    run = linen_stepwise(SkipGRUCell(H, binarize="bernoulli", update_bias=-0.3),
+                         split_rngs={"params": False, "skip": True})
+    u = run(variables, XS, rngs={"skip": jax.random.key(2)})[1].u
     np.testing.assert_array_equal(u[:, 0], 1.0)
     assert set(np.unique(u)) == {0.0, 1.0}
-    again = rnn.apply(variables, XS, rngs={"skip": jax.random.key(3)}).u
+    again = run(variables, XS, rngs={"skip": jax.random.key(3)})[1].u
     assert not np.array_equal(u, again)
 
 

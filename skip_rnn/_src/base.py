@@ -8,8 +8,7 @@ cell over a sequence. Shapes use ``B`` = batch, ``T`` = time, ``F`` = input feat
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Protocol
 
 import jax
 import jax.numpy as jnp
@@ -31,8 +30,8 @@ def serializable(cls: type) -> type:
 
 @serializable
 class Output(NamedTuple):
-    """What a cell emits at one step (leaves ``[B, ...]``) or :func:`unroll` over a sequence
-    (leaves ``[B, T, ...]``).
+    """What every cell's ``step`` emits at one step (leaves ``[B, ...]``), and :func:`unroll`
+    over a sequence (leaves ``[B, T, ...]``).
 
     Attributes:
       h: output of the (top) layer, ``[B, H]``; on a skipped step the copied state's output.
@@ -40,7 +39,7 @@ class Output(NamedTuple):
       u_tilde: update probability ``ũ_t`` (eq. 5) that ``u_t`` binarizes, ``[B]``.
       delta_u: ``Δũ_t`` (eq. 4), ``[B]``; carried over unchanged on skipped steps.
 
-    Plain cells have ``u = u_tilde = delta_u = 1``.
+    Plain cells have ``u = u_tilde = delta_u = 1`` (:meth:`updated`).
     """
 
     h: Array
@@ -48,29 +47,73 @@ class Output(NamedTuple):
     u_tilde: Array
     delta_u: Array
 
+    @classmethod
+    def updated(cls, h: Array) -> Output:
+        """The output of a step that updates its state without a gate (a plain cell's):
+        ``h`` ``[B, ...]`` and ``u = ũ = Δũ = 1`` ``[B]``, float32 as a skip cell's gate (or
+        ``h``'s dtype if wider)."""
+        ones = jnp.ones(h.shape[:1], jnp.promote_types(h.dtype, jnp.float32))
+        return cls(h, ones, ones, ones)
+
+
+class InitFn(Protocol):
+    def __call__(self, key: PRNGKey, input_size: int) -> Params:
+        """The parameters for inputs of ``input_size`` features ``F``: a pytree of plain dicts
+        of arrays (layout documented by each factory), the learned ``s_0`` included."""
+
+
+class InitialStateFn(Protocol):
+    def __call__(self, params: Params, batch_size: int) -> State:
+        """``s_0`` for ``batch_size`` sequences: leaves ``[B, ...]``."""
+
+
+class StepFn(Protocol):
+    def __call__(self, params: Params, state: State, x: Array, key: PRNGKey | None = None
+                 ) -> tuple[State, Output]:
+        """One time step: ``state`` (leaves ``[B, ...]``) and the input ``x`` ``[B, F]`` (or
+        ``[B, ..., F]``) to the next state and the step's :class:`Output` (``h`` ``[B, H]``,
+        gates ``[B]``). ``key``: randomness, for stochastic cells only."""
+
+
+class OutputFn(Protocol):
+    def __call__(self, state: State) -> Array:
+        """The output ``h`` ``[B, H]`` that ``state`` stands for."""
+
+
+class GateInputFn(Protocol):
+    def __call__(self, state: State) -> Array:
+        """What the update gate ``Δũ_t = σ(W_p s_t + b_p)`` reads of ``state``: ``[B, D]``
+        (LSTM: ``c``; GRU: ``h``; stacks: the layers ``gate_layers`` names)."""
+
 
 class Cell(NamedTuple):
-    """A recurrent cell as pure functions.
+    """A recurrent cell as pure functions (eq. 1 for plain cells, eqs. 2-5 for skip cells).
 
     Attributes:
-      init: ``init(key, input_size) -> params``; a pytree of arrays (layout documented by
-        each factory). The learned initial state ``s_0`` is part of it.
-      initial_state: ``initial_state(params, batch_size) -> state``, ``s_0`` broadcast to
-        ``[B, ...]``.
-      step: ``step(params, state, x, key=None) -> (state, output)`` with ``x`` ``[B, F]``; the
-        per-time-step function (eq. 1 for plain cells, eqs. 2-5 for skip cells). ``output``
-        is ``h`` ``[B, H]`` for plain cells and an :class:`Output` for skip cells. ``key`` is
-        used only by stochastic cells.
-      output: ``output(state) -> h``, ``[B, H]``: the output a state stands for.
-      gate_input: ``gate_input(state) -> [B, D]``: the part of the state that the update
-        gate ``Δũ_t = σ(W_p s_t + b_p)`` reads (LSTM: ``c``; GRU: ``h``; stacks: chosen layers).
+      init: :class:`InitFn`, ``init(key, input_size) -> params``.
+      initial_state: :class:`InitialStateFn`, ``initial_state(params, batch_size) -> state``.
+      step: :class:`StepFn`, ``step(params, state, x, key=None) -> (state, Output)``: the
+        function to put in your own ``lax.scan``.
+      output: :class:`OutputFn`, ``output(state) -> h``.
+      gate_input: :class:`GateInputFn`, ``gate_input(state) -> [B, D]``.
+      binarize, max_updates: the update gate's settings for a :class:`SkipCell` (see
+        :func:`skip_rnn.skip`); ``None`` for a cell without a gate.
     """
 
-    init: Callable[[PRNGKey, int], Params]
-    initial_state: Callable[[Params, int], State]
-    step: Callable[..., tuple[State, Any]]
-    output: Callable[[State], Array]
-    gate_input: Callable[[State], Array]
+    init: InitFn
+    initial_state: InitialStateFn
+    step: StepFn
+    output: OutputFn
+    gate_input: GateInputFn
+    binarize: str | None = None
+    max_updates: int | None = None
+
+
+class SkipCell(Cell):
+    """A :class:`Cell` with a learned update gate, made by :func:`skip_rnn.skip`: the jumping
+    runners (:func:`skip_rnn.jump_unroll`, :func:`skip_rnn.jump_stream`) run these.
+    ``binarize`` is ``"round"`` or ``"bernoulli"``; ``max_updates`` the hard budget, or
+    ``None``."""
 
 
 def rows_sharded_like(tree, like: Array):

@@ -25,6 +25,7 @@ from jax.typing import DTypeLike
 from skip_rnn._src.base import (
     Array,
     Cell,
+    Output,
     Params,
     PRNGKey,
     State,
@@ -100,9 +101,9 @@ def lstm(hidden_size: int, forget_bias: float = 1.0, *, dtype: DTypeLike | None 
       >>> cell = sr.lstm(8)
       >>> params = cell.init(jax.random.key(0), 3)
       >>> state = cell.initial_state(params, 2)
-      >>> state, h = cell.step(params, state, jnp.ones((2, 3)))
-      >>> h.shape
-      (2, 8)
+      >>> state, out = cell.step(params, state, jnp.ones((2, 3)))  # every cell: an Output
+      >>> out.h.shape, out.u  # a plain cell updates at every step
+      ((2, 8), Array([1., 1.], dtype=float32))
     """
     check_number("lstm", "hidden_size", hidden_size, integer=True, low=1)
     _check_float(dtype=dtype, param_dtype=param_dtype)
@@ -123,7 +124,7 @@ def lstm(hidden_size: int, forget_bias: float = 1.0, *, dtype: DTypeLike | None 
         i, f, g, o = jnp.split(z, 4, axis=-1)
         c = jax.nn.sigmoid(f) * state.c + jax.nn.sigmoid(i) * jnp.tanh(g)
         h = jax.nn.sigmoid(o) * jnp.tanh(c)
-        return LSTMState(c=c, h=h), h
+        return LSTMState(c=c, h=h), Output.updated(h)
 
     return Cell(init, _initial_state(dtype, lambda s0: LSTMState(c=s0["c"], h=s0["h"])), step,
                 output=lambda s: s.h, gate_input=lambda s: s.c)
@@ -198,7 +199,7 @@ def gru(hidden_size: int, reset_after: bool = True, gate_bias: float = 0.0, *,
         else:
             n = jnp.tanh(x_n + (r * h) @ params["w_h"][:, 2 * H :])
         h = (1.0 - z) * n + z * h
-        return h, h
+        return h, Output.updated(h)
 
     return Cell(init, _initial_state(dtype), step, output=lambda h: h, gate_input=lambda h: h)
 
@@ -208,9 +209,16 @@ def stack(cells: Sequence[Cell], gate_layers: Sequence[int] = (-1,)) -> Cell:
 
     Parameters: a dict with one parameter pytree per layer, ``{"layers_0": <bottom layer's>,
     "layers_1": ...}`` (the names of Flax's ``nn.Sequential``); the state is a tuple with one
-    state per layer. The output is the top layer's. Each layer keeps its own ``dtype`` and
-    ``param_dtype`` (``stack([lstm(H, dtype=jnp.bfloat16), lstm(H, dtype=jnp.bfloat16)])``);
-    a layer reads the one below in its own ``dtype``.
+    state per layer. The step's :class:`skip_rnn.Output` is the top layer's. Each layer keeps
+    its own ``dtype`` and ``param_dtype`` (``stack([lstm(H, dtype=jnp.bfloat16), lstm(H,
+    dtype=jnp.bfloat16)])``); a layer reads the one below in its own ``dtype``.
+
+    Two ways to skip: ``skip(stack([...]))``, one gate for the whole stack (the paper's, §4),
+    or a stack of skip cells, ``stack([skip(lstm(H)), skip(lstm(H))])``, each layer its own
+    gate: a layer that skips copies its state, and the layer above reads that state's output.
+    The stack's ``u`` is then the top layer's; each layer's :class:`skip_rnn.SkipState` counts
+    its own updates (``num_updates``, with a straight-through gradient), so a budget on every
+    layer is ``λ·Σ_l mean(final_state[l].num_updates)``.
 
     Args:
       cells: the layers, bottom first.
@@ -221,7 +229,6 @@ def stack(cells: Sequence[Cell], gate_layers: Sequence[int] = (-1,)) -> Cell:
     if not cells:
         raise ValueError("stack: `cells` must hold at least one cell.")
     layers = [range(len(cells))[i] for i in _valid_layers(gate_layers, len(cells))]
-
     names = [f"layers_{i}" for i in range(len(cells))]
 
     def init(key: PRNGKey, input_size: int) -> Params:
@@ -238,9 +245,10 @@ def stack(cells: Sequence[Cell], gate_layers: Sequence[int] = (-1,)) -> Cell:
     def step(params: Params, state: State, x: Array, key: PRNGKey | None = None):
         new_state = []
         for name, cell, s in zip(names, cells, state, strict=True):
-            s, x = cell.step(params[name], s, x)
+            s, out = cell.step(params[name], s, x)
             new_state.append(s)
-        return tuple(new_state), x
+            x = out.h
+        return tuple(new_state), out
 
     def gate_input(state: State) -> Array:
         return jnp.concatenate([cells[i].gate_input(state[i]) for i in layers], axis=-1)

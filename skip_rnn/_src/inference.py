@@ -23,8 +23,16 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from skip_rnn._src.base import Array, Output, Params, rows_sharded_like, serializable, where_rows
-from skip_rnn._src.skip import MAX_SKIPS, SkipCell, SkipState, skips_after_update, u_tilde_after
+from skip_rnn._src.base import (
+    Array,
+    Output,
+    Params,
+    SkipCell,
+    rows_sharded_like,
+    serializable,
+    where_rows,
+)
+from skip_rnn._src.skip import MAX_SKIPS, SkipState, skips_after_update, u_tilde_after
 from skip_rnn._src.unroll import checked_lengths, unroll
 
 

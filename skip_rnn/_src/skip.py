@@ -54,6 +54,7 @@ from skip_rnn._src.base import (
     Output,
     Params,
     PRNGKey,
+    SkipCell,
     State,
     as_rows,
     check_number,
@@ -69,24 +70,6 @@ _MAX_STEPS = 2**24
 MAX_SKIPS = _MAX_STEPS - 1
 
 
-class SkipCell(NamedTuple):
-    """A :class:`skip_rnn.Cell` (same first five fields, same contract) plus its skip settings,
-    which the jumping runners of :mod:`skip_rnn.inference` need.
-
-    Attributes:
-      binarize: ``"round"`` or ``"bernoulli"``.
-      max_updates: the hard budget, or ``None``.
-    """
-
-    init: Callable[[PRNGKey, int], Params]
-    initial_state: Callable[[Params, int], State]
-    step: Callable[..., tuple[State, Output]]
-    output: Callable[[State], Array]
-    gate_input: Callable[[State], Array]
-    binarize: str
-    max_updates: int | None
-
-
 @serializable
 class SkipState(NamedTuple):
     """State of a skip cell; every leaf has a leading batch axis ``[B]``.
@@ -96,7 +79,10 @@ class SkipState(NamedTuple):
       u_tilde: ``ũ_t``, the update probability for the coming step (:func:`gate_dtype`).
       delta_u: ``Δũ`` of the last update (eq. 4; carried over on skips; :func:`gate_dtype`).
       num_skips: consecutive skipped steps since the last update (int32).
-      num_updates: state updates made so far (int32); bounds the hard budget.
+      num_updates: state updates made so far, ``Σ u`` in :func:`gate_dtype` (an exact
+        integer up to ``2**24``) with ``u``'s straight-through gradient: eq. 8's count, so that
+        ``λ·mean(final_state.num_updates)`` is :func:`skip_rnn.budget_loss` of the gates (for
+        Flax's ``nn.RNN``, whose cells return ``h`` only); bounds the hard budget.
     """
 
     cell: State
@@ -247,8 +233,8 @@ def initial_skip_state(cell_state: State, batch_size: int, dtype: jnp.dtype) -> 
     first step updates), ``Δũ = 1``, no skips nor updates yet; the gate's leaves in ``dtype``
     (:func:`gate_dtype`)."""
     ones = jnp.ones((batch_size,), dtype)
-    count = jnp.zeros((batch_size,), jnp.int32)
-    return SkipState(cell_state, ones, ones, count, count)
+    return SkipState(cell_state, ones, ones, jnp.zeros((batch_size,), jnp.int32),
+                     jnp.zeros((batch_size,), dtype))
 
 
 def gated_step(
@@ -299,7 +285,7 @@ def gated_step(
                                  u_tilde_after(num_skips + 1, delta_u)),
         delta_u=delta_u,
         num_skips=num_skips,
-        num_updates=state.num_updates + hard.astype(jnp.int32),
+        num_updates=state.num_updates + u,
     )
     return new_state, Output(output(cell_state), u, state.u_tilde, delta_u)
 

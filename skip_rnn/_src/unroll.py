@@ -84,7 +84,6 @@ def unroll(
     def body(state: State, inputs: tuple[Array, Array | None, PRNGKey | None]):
         x, valid_t, key_t = inputs
         new_state, out = step(params, state, x, key_t)
-        out = as_output(out)
         if valid_t is None:
             return new_state, out
         state = jax.tree.map(lambda new, old: where_rows(valid_t, new, old), new_state, state)
@@ -181,13 +180,3 @@ def checked_lengths(caller: str, lengths: Array, batch_size: int, num_steps: int
             raise ValueError(f"{caller}: `lengths` must be in [0, {num_steps}] (the time axis "
                              f"of `xs`), got {values.tolist()}.")
     return jnp.clip(lengths, 0, num_steps)
-
-
-def as_output(out: Array | Output) -> Output:
-    """A plain cell's ``h`` as an :class:`Output` (``u = ũ = Δũ = 1``, float32 as a skip
-    cell's gate, or ``h``'s dtype if wider); skip outputs pass."""
-    if isinstance(out, Output):
-        return out
-    ones = jnp.ones(out.shape[:1], jnp.promote_types(out.dtype, jnp.float32))
-    return Output(out, ones, ones, ones)
-
