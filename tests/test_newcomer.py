@@ -5,7 +5,6 @@ commands and snippets as written, ``skip_rnn.__version__``."""
 from __future__ import annotations
 
 import argparse
-import importlib.metadata
 import json
 import os
 import re
@@ -15,7 +14,6 @@ import sys
 import ml_collections
 import pytest
 
-import skip_rnn
 from configs import adding as adding_config
 from skip_rnn.experiments import configuration, figures, reproduce, trainer
 from skip_rnn.experiments.configuration import ConfigError
@@ -183,12 +181,6 @@ def test_quickstart_writes_its_figure_where_git_ignores_it():
     assert out == os.path.join("workdirs", "quickstart.png")
     ignored = subprocess.run(["git", "check-ignore", "-q", out], cwd=ROOT)
     assert ignored.returncode == 0, f"{out} is not git-ignored"
-
-
-def test_version_is_the_installed_packages():
-    with open(os.path.join(ROOT, "pyproject.toml")) as f:
-        version = re.search(r'^version = "(.*)"$', f.read(), re.M)[1]
-    assert skip_rnn.__version__ == importlib.metadata.version("skip-rnn") == version
 
 
 def test_readme_commands_use_the_projects_environment():
