@@ -8,8 +8,6 @@ The library: ``import skip_rnn`` loads JAX and nothing of the paper's harness
 :func:`from_linen` or :mod:`skip_rnn.linen` / :mod:`skip_rnn.nnx` is used.
 """
 
-from importlib.metadata import version as _version
-
 from skip_rnn._src.base import (
     Cell,
     GateInputFn,
@@ -33,8 +31,7 @@ from skip_rnn._src.inference import JumpInfo, JumpStream, jump_stream, jump_unro
 from skip_rnn._src.random_skip import random_skip
 from skip_rnn._src.skip import SkipState, skip, skips_after_update, straight_through
 from skip_rnn._src.unroll import mask_padding, unroll, zero_padding
-
-__version__ = _version("skip-rnn")  # the installed package's (pyproject.toml)
+from skip_rnn._src.version import __version__ as __version__  # pyproject.toml's
 
 
 def __getattr__(name: str):

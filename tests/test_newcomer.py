@@ -1,11 +1,10 @@
 """What a newcomer meets first: config values of the wrong type refused with the key named,
-one-line command-line errors (exit 2), readable figures after one evaluation, the README's
-commands and snippets as written, ``skip_rnn.__version__``."""
+one-line command-line errors (exit 2), readable figures after one evaluation, the README's and
+the docs' commands and snippets as written."""
 
 from __future__ import annotations
 
 import argparse
-import importlib.metadata
 import json
 import os
 import re
@@ -15,7 +14,6 @@ import sys
 import ml_collections
 import pytest
 
-import skip_rnn
 from configs import adding as adding_config
 from skip_rnn.experiments import configuration, figures, reproduce, trainer
 from skip_rnn.experiments.configuration import ConfigError
@@ -23,6 +21,8 @@ from skip_rnn.experiments.data import mnist
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 README = open(os.path.join(ROOT, "README.md")).read()
+DOCS = {name: open(os.path.join(ROOT, "docs", name)).read()
+        for name in sorted(os.listdir(os.path.join(ROOT, "docs"))) if name.endswith(".md")}
 
 
 @pytest.mark.parametrize("key, value, message", [
@@ -185,14 +185,9 @@ def test_quickstart_writes_its_figure_where_git_ignores_it():
     assert ignored.returncode == 0, f"{out} is not git-ignored"
 
 
-def test_version_is_the_installed_packages():
-    with open(os.path.join(ROOT, "pyproject.toml")) as f:
-        version = re.search(r'^version = "(.*)"$', f.read(), re.M)[1]
-    assert skip_rnn.__version__ == importlib.metadata.version("skip-rnn") == version
-
-
-def test_readme_commands_use_the_projects_environment():
-    blocks = re.findall(r"```bash\n(.*?)```", README, re.S) + re.findall(r"`([^`\n]+)`", README)
+def test_readme_and_docs_commands_use_the_projects_environment():
+    pages = "\n".join([README, *DOCS.values()])
+    blocks = re.findall(r"```bash\n(.*?)```", pages, re.S) + re.findall(r"`([^`\n]+)`", pages)
     bare = [line for block in blocks for line in block.splitlines()
             if re.search(r"(?<![\w/.-])python(?=\s)", line)]
     assert bare == [], "commands that need .venv/bin/python"
@@ -204,15 +199,15 @@ def test_readme_has_two_commands_under_its_heading():
     assert len(commands) == 2 and all(c.startswith("python3 -m venv .venv && ") for c in commands)
 
 
-def test_readme_jump_stream_snippet_runs_as_written():
-    block = next(b for b in re.findall(r"```python\n(.*?)```", README, re.S)
+def test_docs_jump_stream_snippet_runs_as_written():
+    block = next(b for b in re.findall(r"```python\n(.*?)```", DOCS["inference.md"], re.S)
                  if "sr.jump_stream" in b)
     namespace = {}
     exec(block, namespace)  # noqa: S102 - the README's own example
     assert namespace["t"] >= 1000
 
 
-def test_readme_documents_the_mnist_mirror_and_configs():
+def test_docs_document_the_mnist_mirror_and_configs():
     for text in ("--config.data.url=", mnist.URL, "configs/mnist_fast.py",
                  "128,400 steps"):
-        assert text in README, text
+        assert text in DOCS["experiments.md"], text
