@@ -9,6 +9,7 @@ alternating timed runs after a warm-up (each a block of back-to-back calls lasti
 the measured speedup and the ideal one, ``T / max_b(updates_b)``.
 
     python benchmarks/inference.py [--batch_sizes=1,256] [--repeats=7]
+    python benchmarks/inference.py --chunks=1,2,4,8  # jump_unroll(chunk=k), vs the first k
 """
 
 from __future__ import annotations
@@ -45,7 +46,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batch_sizes", default="1,256")
     parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--chunks", default="",
+                        help="e.g. 1,2,4,8: time jump_unroll(chunk=k) for each, vs the first")
     args = parser.parse_args()
+    if args.chunks:
+        return chunk_table(args)
     cell = sr.skip(sr.lstm(H))
     runners = {
         "final": (jax.jit(lambda p, xs: sr.unroll(cell, p, xs)[0]),
@@ -79,6 +84,35 @@ def main() -> None:
             ideal = T / updates
             print(f"| {batch} | {mode} | {rate}% | {updates} | {d:.3f} | {j:.3f} | {d / j:.2f}x "
                   f"| {ideal:.2f}x | {d / j / ideal:.2f} |", flush=True)
+
+
+def chunk_table(args: argparse.Namespace) -> None:
+    """``jump_unroll(..., chunk=k)`` (final state only) for each ``k`` of ``--chunks``, timed in
+    alternation at each batch size and update rate; ratios to the first ``k``."""
+    cell = sr.skip(sr.lstm(H))
+    chunks = [int(k) for k in args.chunks.split(",")]
+    jumps = {k: jax.jit(lambda p, xs, k=k: sr.jump_unroll(cell, p, xs, chunk=k)[0])
+             for k in chunks}
+    print(f"# {platform.processor() or platform.machine()}, {jax.devices()[0].device_kind}, "
+          f"jax {jax.__version__}, T={T}, H={H}, F={F}, {allocator.describe()}")
+    print(f"| batch | update rate | {' | '.join(f'chunk={k} ms/seq' for k in chunks)} | "
+          f"{' | '.join(f'chunk={k} / chunk={chunks[0]}' for k in chunks[1:])} |")
+    print("|---|---|" + "---|" * (2 * len(chunks) - 1))
+    for batch in [int(b) for b in args.batch_sizes.split(",")]:
+        xs = jax.random.uniform(jax.random.key(0), (batch, T, F))
+        base = cell.init(jax.random.key(1), F)
+        for rate, delta_u in DELTA_U.items():
+            params = {**base, "w_p": jnp.zeros_like(base["w_p"]),
+                      "b_p": jnp.asarray(math.log(delta_u / (1 - delta_u)))}
+            number = max(1, math.ceil(0.02 / _time(jumps[chunks[0]], params, xs)))
+            times = {k: [] for k in chunks}
+            for _ in range(args.repeats):  # alternate
+                for k in chunks:
+                    times[k].append(_time(jumps[k], params, xs, number=number))
+            ms = {k: 1e3 * float(np.median(times[k])) / batch for k in chunks}
+            ratios = [f"{ms[k] / ms[chunks[0]]:.2f}" for k in chunks[1:]]
+            print(f"| {batch} | {rate}% | {' | '.join(f'{ms[k]:.3f}' for k in chunks)} | "
+                  f"{' | '.join(ratios)} |", flush=True)
 
 
 if __name__ == "__main__":

@@ -10,11 +10,11 @@ runs). ``train.py``, ``python -m skip_rnn.experiments.reproduce``, ``examples/qu
 and ``benchmarks/*.py`` call it first; the library itself never does.
 
 ``SKIP_RNN_MALLOC`` chooses: unset or ``auto``, the first found of :data:`ALLOCATORS` (in the
-order measured fastest); ``system`` keeps glibc's; ``mimalloc``, ``tcmalloc`` or ``jemalloc``
-asks for that one. mimalloc comes with the ``experiments`` extra (the ``cmeel-mimalloc``
-wheel), so the README's set-up installs it; tcmalloc and jemalloc are system packages
-(Debian: ``libtcmalloc-minimal4``, ``libjemalloc2``). Where none is found, or on another OS, or
-when JAX will run on a GPU, the command runs as it is.
+order measured fastest: tcmalloc, jemalloc, mimalloc); ``system`` keeps glibc's; ``tcmalloc``,
+``jemalloc`` or ``mimalloc`` asks for that one. mimalloc comes with the ``experiments``
+extra (the ``cmeel-mimalloc`` wheel), so the README's set-up installs it; tcmalloc and
+jemalloc are system packages (Debian: ``libtcmalloc-minimal4``, ``libjemalloc2``). Where
+none is found, or on another OS, or when JAX will run on a GPU, the command runs as it is.
 """
 
 from __future__ import annotations
@@ -38,12 +38,13 @@ class Allocator(NamedTuple):
     env: dict[str, str]  # settings, as environment variables
 
 
-# Fastest first (BENCHMARKS.md, "Allocator": the adding training step on a 2-core CPU).
+# Fastest first (BENCHMARKS.md, "Allocator": the adding training step on a 2-core CPU, 1.64x,
+# 1.43x and 1.33x glibc's); mimalloc is the one the set-up installs everywhere.
 ALLOCATORS = {
-    "mimalloc": Allocator("cmeel-mimalloc", "libmimalloc.so", {}),
     "tcmalloc": Allocator(None, "tcmalloc_minimal", {}),
     # jemalloc's defaults return memory to the kernel within 10 s, as glibc does: no gain.
     "jemalloc": Allocator(None, "jemalloc", {"MALLOC_CONF": "dirty_decay_ms:-1,muzzy_decay_ms:-1"}),
+    "mimalloc": Allocator("cmeel-mimalloc", "libmimalloc.so", {}),
 }
 
 
