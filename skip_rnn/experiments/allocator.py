@@ -76,19 +76,25 @@ def choose(environ: os._Environ | dict[str, str] = os.environ) -> tuple[str, str
     return None
 
 
+def environment() -> dict[str, str] | None:
+    """The environment variables that start a process under :func:`choose`'s allocator
+    (``LD_PRELOAD`` and its settings), or ``None``: none found, or this process runs under it
+    already."""
+    chosen = None if _IN_USE in os.environ else choose()
+    if chosen is None:
+        return None
+    name, path = chosen
+    preload = ":".join(p for p in (path, os.environ.get("LD_PRELOAD")) if p)
+    return {**ALLOCATORS[name].env, _IN_USE: name, "LD_PRELOAD": preload}
+
+
 def reexec() -> None:
     """Restarts this process's command under :func:`choose`'s allocator; returns at once if
     there is none, or if it already runs under it."""
-    if _IN_USE in os.environ:
-        return
-    chosen = choose()
-    if chosen is None:
-        return
-    name, path = chosen
-    env = {**os.environ, **ALLOCATORS[name].env, _IN_USE: name}
-    env["LD_PRELOAD"] = ":".join(p for p in (path, os.environ.get("LD_PRELOAD")) if p)
-    sys.stdout.flush()
-    os.execve(sys.executable, [sys.executable, *sys.orig_argv[1:]], env)
+    env = environment()
+    if env is not None:
+        sys.stdout.flush()
+        os.execve(sys.executable, [sys.executable, *sys.orig_argv[1:]], {**os.environ, **env})
 
 
 def describe() -> str:
