@@ -3,8 +3,13 @@
 Every factory returns a :class:`skip_rnn._src.base.Cell`. Each cell learns its initial state
 ``s_0`` (zeros at init, broadcast over the batch), as in the paper's experiments.
 
-Precision, as Flax's cells: ``param_dtype`` is the dtype the parameters are stored in (float32
-by default); ``dtype`` the dtype of the computation and of the carried state. ``dtype=None``
+Precision: ``param_dtype`` is the dtype the parameters are stored in (float32 by default), as
+in Flax's cells; ``dtype`` the dtype of the computation *and of the carried state*. That last
+part differs from Flax, whose ``nn.LSTMCell(dtype=jnp.bfloat16)`` keeps a float32 carry (its
+bfloat16 products promote to it): a bfloat16 carry halves the state the backward pass stores,
+at a cost in accuracy measured over an sMNIST-length unroll (``benchmarks/carry_dtype.py``,
+BENCHMARKS.md: mean ``|h - h64|`` 1.0e-3 against 6.9e-4 for a float32 carry, max 1.3e-2 against
+7.0e-3). For Flax's behaviour keep ``dtype=None`` and cast the inputs. ``dtype=None``
 (the default, Flax's) casts nothing: each step computes in the dtype JAX promotes the inputs,
 parameters and state to, and ``s_0`` starts in the dtype it is stored in; float32 parameters
 compute in float32 whatever the inputs (inputs wider than the parameters would change the
