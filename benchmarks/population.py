@@ -8,6 +8,7 @@ M = 4 means four seeds cost barely more than one (a GPU's spare parallelism); ne
 they cost four runs (a small CPU).
 
     python -m benchmarks.population [--lengths=50,784] [--members=1,4,8] [--repeats=5]
+    python -m benchmarks.population --members=4 --scan_unroll=1,2  # the step at each unroll
 """
 
 from __future__ import annotations
@@ -50,30 +51,40 @@ def main() -> None:
     parser.add_argument("--members", default="1,4,8")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--steps", type=int, default=10, help="steps per timed block")
+    parser.add_argument("--scan_unroll", default="1",
+                        help="config.model.scan_unroll values, e.g. 1,2: each timed beside the "
+                             "first")
     args = parser.parse_args()
     sizes = [int(m) for m in args.members.split(",")]
+    unrolls = [int(k) for k in args.scan_unroll.split(",")]
     if args.steps < 1 or args.repeats < 1 or min(sizes) < 1:
         parser.error("--steps, --repeats and every --members must be >= 1")
     config = adding.get_config()
     print(f"# {platform.machine()}, {jax.devices()[0].device_kind}, jax {jax.__version__}; "
           f"{config.model.cell} H={config.model.hidden_size}, batch {config.batch_size} "
           f"per member")
-    print(f"| T | members | ms / step | vs {sizes[0]} member(s) | ms / member-step |")
-    print("|---|---|---|---|---|")
+    print(f"| T | members | scan_unroll | ms / step | vs {sizes[0]} member(s), "
+          f"scan_unroll={unrolls[0]} | ms / member-step |")
+    print("|---|---|---|---|---|---|")
     for length in [int(t) for t in args.lengths.split(",")]:
         config.data.seq_length = length
         config.data.num_eval = 1
-        runners = {m: timed_steps(config, m, args.steps) for m in sizes}
-        states = {m: state for m, (_, state) in runners.items()}
-        times = {m: [] for m in sizes}
-        for _ in range(args.repeats):  # alternate the population sizes
-            for m, (run, _) in runners.items():
+        runners = {}
+        for m in sizes:
+            for k in unrolls:
+                config.model.scan_unroll = k
+                runners[m, k] = timed_steps(config, m, args.steps)
+        states = {key: state for key, (_, state) in runners.items()}
+        times = {key: [] for key in runners}
+        for _ in range(args.repeats):  # alternate the population sizes and unrolls
+            for key, (run, _) in runners.items():
                 start = time.perf_counter()
-                states[m] = run(states[m])
-                times[m].append((time.perf_counter() - start) / args.steps)
-        medians = {m: float(np.median(times[m])) for m in sizes}
-        for m, seconds in medians.items():
-            print(f"| {length} | {m} | {1e3 * seconds:.2f} | {seconds / medians[sizes[0]]:.2f} "
+                states[key] = run(states[key])
+                times[key].append((time.perf_counter() - start) / args.steps)
+        medians = {key: float(np.median(times[key])) for key in runners}
+        first = medians[sizes[0], unrolls[0]]
+        for (m, k), seconds in medians.items():
+            print(f"| {length} | {m} | {k} | {1e3 * seconds:.2f} | {seconds / first:.2f} "
                   f"| {1e3 * seconds / m:.2f} |", flush=True)
 
 

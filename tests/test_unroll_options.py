@@ -69,3 +69,10 @@ def test_unroll_and_scan_unroll_reach_lax_scan():
     apply = functools.partial(models.apply, cell, lengths=LENGTHS)
     assert _scan_unrolls(lambda p: apply(p, XS), model_params) == [1]
     assert _scan_unrolls(lambda p: apply(p, XS, scan_unroll=2), model_params) == [2]
+
+
+def test_the_trainers_scan_unroll_defaults_per_backend():
+    model = base_config("adding").model
+    assert model.scan_unroll == 0 and models.scan_unroll(model) == 2  # this CPU
+    model.scan_unroll = 3
+    assert models.scan_unroll(model) == 3

@@ -152,7 +152,7 @@ def check_config(config: ml_collections.ConfigDict, num_devices: int) -> None:
         ("model.num_layers", config.model.num_layers > 0, "> 0"),
         ("model.max_updates", config.model.max_updates >= 0, ">= 0 (0: no hard budget)"),
         ("model.dropout", 0 <= config.model.dropout < 1, "in [0, 1)"),
-        ("model.scan_unroll", config.model.scan_unroll >= 1, ">= 1"),
+        ("model.scan_unroll", config.model.scan_unroll >= 0, ">= 0 (0: per backend)"),
         ("model.dtype", config.model.dtype in models.DTYPES, " | ".join(models.DTYPES)),
         ("model.param_dtype", config.model.param_dtype in models.DTYPES,
          " | ".join(models.DTYPES)),

@@ -60,7 +60,7 @@ def make_steps(cell: Cell, config: ml_collections.ConfigDict, task: TaskData,
         predictions, out = models.apply(cell, params, batch.inputs, batch.lengths,
                                         dropout=config.model.dropout, key=key,
                                         per_step=task.per_step,
-                                        scan_unroll=config.model.scan_unroll)
+                                        scan_unroll=models.scan_unroll(config.model))
         predictions = predictions.astype(jnp.float32)  # the loss in float32, any model.dtype
         per_example = per_example_metrics(predictions, batch.targets, regression,
                                           config.regression_loss, batch.lengths)
@@ -95,7 +95,7 @@ def make_steps(cell: Cell, config: ml_collections.ConfigDict, task: TaskData,
         predictions, out = models.apply(cell, params, batch.inputs, batch.lengths,
                                         key=key if models.stochastic(config.model) else None,
                                         per_step=task.per_step,
-                                        scan_unroll=config.model.scan_unroll)
+                                        scan_unroll=models.scan_unroll(config.model))
         predictions = predictions.astype(jnp.float32)
         per_example = per_example_metrics(predictions, batch.targets, regression,
                                           config.regression_loss, batch.lengths)
