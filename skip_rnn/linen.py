@@ -155,6 +155,16 @@ class SkipGRUCell(_SkipCell):
     make_layer = staticmethod(cells.gru)
 
 
+def check_one_batch_axis(caller: str, input_shape: tuple[int, ...], feature_axes: int) -> None:
+    """Refuses inputs with other than one batch axis before the features (``[B, ..., F]``): the
+    gate's ``ũ`` and the skip counts are per sequence, ``[B]``."""
+    if len(input_shape) != 1 + feature_axes:
+        raise ValueError(
+            f"{caller}: inputs must have one batch axis, [batch, {'..., ' * (feature_axes > 1)}"
+            f"features] per step, got shape {tuple(input_shape)}: merge the batch axes "
+            "(reshape to [-1, ...]) first.")
+
+
 def default_gate_input(carry: State) -> Array:
     """What the update gate reads unless told otherwise: the carry's first leaf, flattened per
     example, ``[B, D]``. Flax's LSTM carries are ``(c, h)``, so the gate reads ``c`` (as the
@@ -310,6 +320,7 @@ class Skip(nn.RNNCellBase):
     def initialize_carry(self, rng: PRNGKey, input_shape: tuple[int, ...]) -> SkipState:
         """The wrapped cell's initial carry inside a :class:`skip_rnn.SkipState` (``ũ_1 = 1``,
         the gate float32)."""
+        check_one_batch_axis("Skip", input_shape, self.cell.num_feature_axes)
         return initial_skip_state(self.cell.initialize_carry(rng, input_shape), input_shape[0],
                                   jnp.float32)
 

@@ -38,7 +38,7 @@ from skip_rnn._src.skip import (
     init_gate,
     initial_skip_state,
 )
-from skip_rnn.linen import default_gate_input, default_output
+from skip_rnn.linen import check_one_batch_axis, default_gate_input, default_output
 
 
 class Skip(nnx.RNNCellBase):
@@ -98,6 +98,7 @@ class Skip(nnx.RNNCellBase):
     ) -> SkipState:
         """The wrapped cell's initial carry (``rngs``, ``carry_init`` go to it) inside a
         :class:`skip_rnn.SkipState` (``ũ_1 = 1``)."""
+        check_one_batch_axis("nnx.Skip", input_shape, self.cell.num_feature_axes)
         return initial_skip_state(self.cell.initialize_carry(input_shape, rngs, carry_init),
                                   input_shape[0], gate_dtype(self._gate()))
 

@@ -239,3 +239,18 @@ def test_jumping_takes_numpy_any_integer_lengths_x64_and_vmap():
                     sr.unroll(cell, member, xs, lengths))
     with pytest.raises(ValueError, match=r"jump_unroll: `xs` must be \[batch, time, features\]"):
         sr.jump_unroll(cell, params, xs[:, 0])
+
+
+def test_skip_cells_refuse_several_batch_axes_in_one_line():
+    import flax.linen as nn
+    from flax import nnx
+
+    import skip_rnn.nnx
+    from skip_rnn.linen import Skip
+
+    xs = jnp.ones((2, 3, T, F))  # two batch axes
+    with pytest.raises(ValueError, match=r"Skip: inputs must have one batch axis.*\(2, 3, 3\)"):
+        nn.RNN(Skip(nn.GRUCell(4))).init(jax.random.key(0), xs)
+    rngs = nnx.Rngs(0)
+    with pytest.raises(ValueError, match=r"nnx.Skip: inputs must have one batch axis"):
+        nnx.RNN(skip_rnn.nnx.Skip(nnx.GRUCell(F, 4, rngs=rngs), rngs=rngs))(xs)
