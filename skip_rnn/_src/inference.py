@@ -21,19 +21,19 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from skip_rnn._src.base import (
     Array,
     Output,
     Params,
     SkipCell,
+    check_number,
     rows_sharded_like,
     serializable,
     where_rows,
 )
 from skip_rnn._src.skip import MAX_SKIPS, SkipState, skips_after_update, u_tilde_after
-from skip_rnn._src.unroll import checked_lengths, unroll
+from skip_rnn._src.unroll import check_sequences, checked_lengths, take_steps, unroll
 
 
 @serializable
@@ -103,12 +103,9 @@ def jump_unroll(
     """
     _check_jumpable(cell)
     xs = jnp.asarray(xs)
-    if xs.ndim < 3:
-        raise ValueError(f"jump_unroll: `xs` must be [batch, time, features], got shape "
-                         f"{xs.shape}.")
-    if chunk is not None and (isinstance(chunk, bool) or not isinstance(chunk, int | np.integer)
-                              or chunk < 1):
-        raise ValueError(f"jump_unroll: `chunk` must be a positive integer, got {chunk!r}.")
+    check_sequences("jump_unroll", xs)
+    if chunk is not None:
+        check_number("jump_unroll", "chunk", chunk, integer=True, low=1)
     batch_size, num_steps = xs.shape[:2]
     if initial_state is None:
         initial_state = cell.initial_state(params, batch_size)
@@ -138,7 +135,7 @@ def jump_unroll(
 
     def iterate(loop: Loop) -> Loop:
         go = active(loop)
-        x = where_rows(go, _at_steps(xs, jnp.minimum(loop.t, num_steps - 1)), 0)
+        x = where_rows(go, take_steps(xs, jnp.minimum(loop.t, num_steps - 1)[:, None])[:, 0], 0)
         new_state, h, skips = _update(cell, params, loop.state, x)
         state = jax.tree.map(lambda new, old: where_rows(go, new, old), new_state, loop.state)
 
@@ -204,12 +201,6 @@ def jump_stream(cell: SkipCell) -> JumpStream:
         return _update(cell, params, rows_sharded_like(state, x), x)
 
     return JumpStream(start, push)
-
-
-def _at_steps(xs: Array, t: Array) -> Array:
-    """``xs[b, t[b]]`` for every row: ``[B, T, ...]`` and ``[B]`` -> ``[B, ...]``."""
-    index = t.reshape(t.shape + (1,) * (xs.ndim - 1))
-    return jnp.take_along_axis(xs, index, axis=1)[:, 0]
 
 
 def _update(cell: SkipCell, params: Params, state: SkipState, x: Array):

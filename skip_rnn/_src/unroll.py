@@ -64,8 +64,7 @@ def unroll(
       ``final_state`` (leaves ``[B, ...]``) and an :class:`Output` with ``h`` ``[B, T, H]`` and
       ``u``, ``u_tilde``, ``delta_u`` ``[B, T]``.
     """
-    if xs.ndim < 3:
-        raise ValueError(f"unroll: `xs` must be [batch, time, features], got shape {xs.shape}.")
+    check_sequences("unroll", xs)
     batch_size, num_steps = xs.shape[:2]
     state = cell.initial_state(params, batch_size) if initial_state is None else initial_state
     state = rows_sharded_like(state, xs)
@@ -78,7 +77,7 @@ def unroll(
     order = None
     if reverse:
         order = rows_sharded_like(_reversed_order(batch_size, num_steps, lengths), xs)
-        xs = _reorder(xs, order)
+        xs = take_steps(xs, order)
     step = jax.checkpoint(cell.step) if remat else cell.step
 
     def body(state: State, inputs: tuple[Array, Array | None, PRNGKey | None]):
@@ -93,7 +92,7 @@ def unroll(
                                     unroll=unroll)
     out = jax.tree.map(lambda v: jnp.swapaxes(v, 0, 1), out)
     if order is not None:
-        out = jax.tree.map(lambda v: _reorder(v, order), out)
+        out = jax.tree.map(lambda v: take_steps(v, order), out)
     return final_state, out if lengths is None else mask_padding(out, lengths)
 
 
@@ -106,10 +105,18 @@ def _reversed_order(batch_size: int, num_steps: int, lengths: Array | None) -> A
     return jnp.where(steps < lengths[:, None], lengths[:, None] - 1 - steps, steps)
 
 
-def _reorder(values: Array, order: Array) -> Array:
-    """``values[b, order[b, t]]`` for ``values`` ``[B, T, ...]``."""
-    index = order.reshape(order.shape + (1,) * (values.ndim - 2))
+def take_steps(values: Array, steps: Array) -> Array:
+    """``values[b, steps[b, k]]`` for ``values`` ``[B, T, ...]`` and ``steps`` ``[B, K]``: each
+    row's own steps (sharded as ``values``'s rows are)."""
+    index = steps.reshape(steps.shape + (1,) * (values.ndim - 2))
     return jnp.take_along_axis(values, index, axis=1)
+
+
+def check_sequences(caller: str, xs: Array) -> None:
+    """Refuses ``xs`` without the ``[batch, time, features]`` axes, naming ``caller``."""
+    if xs.ndim < 3:
+        raise ValueError(f"{caller}: `xs` must be [batch, time, features], got shape "
+                         f"{xs.shape}.")
 
 
 def mask_padding(out: Output, lengths: Array) -> Output:
