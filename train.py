@@ -113,6 +113,12 @@ def main(argv: list[str]) -> None:
     except RUN_ERRORS as e:
         if FLAGS.verbose:
             raise
+        if isinstance(e, SaveError):
+            # orbax's writer threads may still be failing in the background: an interpreter
+            # shutdown would race them and print their tracebacks under the one line.
+            print(f"train.py: {e}", file=sys.stderr, flush=True)
+            sys.stdout.flush()
+            os._exit(1)
         _fail(str(e), exit_code=1)
 
 
