@@ -16,6 +16,11 @@ input size ``F_l`` (``F`` for the first layer, ``H`` above) and ``G`` gates (LST
     python benchmarks/train_step.py [--shapes=adding,smnist,imdb,ucf101] [--repeats=5]
     python benchmarks/train_step.py --scan_unroll=1,2,4,8 [--shapes=adding,smnist]
     python benchmarks/train_step.py --models='skip(lstm),OptimizedLSTMCell'  # rows naming these
+    python benchmarks/train_step.py --processes=5  # five fresh processes, medians of each's medians
+
+This VM's step times move by up to 10% from one process to the next (the same code, compiled
+again), more than within one; ``--processes`` quotes the median over fresh processes, with the
+range of the ratio.
 
 It runs under a caching allocator (:mod:`skip_rnn.experiments.allocator`);
 ``SKIP_RNN_MALLOC=system`` times it with glibc's (``benchmarks/allocator.py`` compares them).
@@ -24,7 +29,10 @@ It runs under a caching allocator (:mod:`skip_rnn.experiments.allocator`);
 from __future__ import annotations
 
 import argparse
+import json
 import platform
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 
@@ -126,59 +134,100 @@ def flax_baseline(name: str, names: list[str]) -> str | None:
     return reference if same_depth else None
 
 
+def measure(shape: str, rows: dict, tx: optax.GradientTransformation, repeats: int) -> dict:
+    """Compiles and warms up every row at ``shape``, then times them in alternation, ``repeats``
+    rounds: per row its median seconds, compile seconds, XLA temporaries (MB) and FLOPs."""
+    B, T, F, H, layers = SHAPES[shape]
+    xs = jax.random.normal(jax.random.key(0), (B, T, F))
+    compiled, stats = {}, {}
+    for name, ((init, loss), kind) in rows.items():
+        params = init(jax.random.key(1), xs)
+        opt_state = tx.init(params)
+        start = time.perf_counter()
+        executable = train_step_fn(loss, tx).lower(params, opt_state, xs).compile()
+        compile_s = time.perf_counter() - start
+        memory = executable.memory_analysis()
+        temp_mb = memory.temp_size_in_bytes / 2**20 if memory is not None else float("nan")
+        jax.block_until_ready(executable(params, opt_state, xs))  # warm-up
+        n_layers, gates = (2, 4) if kind == "lstm2" else (layers, 4 if kind == "lstm" else 3)
+        compiled[name] = (executable, params, opt_state)
+        stats[name] = {"compile": compile_s, "temp": temp_mb, "times": [],
+                       "flops": flops(B, T, F, H, n_layers, gates)}
+    for _ in range(repeats):  # alternate the models
+        for name, (executable, params, opt_state) in compiled.items():
+            start = time.perf_counter()
+            jax.block_until_ready(executable(params, opt_state, xs))
+            stats[name]["times"].append(time.perf_counter() - start)
+    return {name: {"seconds": float(np.median(s.pop("times"))), **s} for name, s in stats.items()}
+
+
+def in_processes(argv: list[str], processes: int) -> list[dict]:
+    """This benchmark run ``processes`` times, each in a fresh process (one after the other):
+    each process's measurements, ``{shape: {row: measure()'s stats}}``."""
+    runs = []
+    for i in range(processes):
+        print(f"# process {i + 1}/{processes}", file=sys.stderr, flush=True)
+        command = [sys.executable, __file__, *argv, "--processes=1", "--json"]
+        done = subprocess.run(command, check=True, capture_output=True, text=True)
+        runs.append(json.loads(done.stdout.splitlines()[-1]))
+    return runs
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--shapes", default=None,
                         help=f"default: {','.join(SHAPES)}; with --scan_unroll: adding,smnist")
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--processes", type=int, default=1,
+                        help="run it N times, each in a fresh process; quote the medians over "
+                             "the processes of each one's medians (the ratio's range beside)")
     parser.add_argument("--models", default="",
                         help="comma-separated: time only the rows whose name contains one")
     parser.add_argument("--scan_unroll", default="",
                         help="e.g. 1,2,4,8: our skip LSTM at each unroll, vs the first")
+    parser.add_argument("--json", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     unrolls = [int(k) for k in args.scan_unroll.split(",")] if args.scan_unroll else []
-    shapes = args.shapes or ("adding,smnist" if unrolls else ",".join(SHAPES))
+    shapes = (args.shapes or ("adding,smnist" if unrolls else ",".join(SHAPES))).split(",")
     tx = optax.chain(optax.clip_by_global_norm(1.0), optax.adam(1e-4))
+    if args.processes > 1:
+        argv = [a for a in sys.argv[1:] if not a.startswith("--processes")]
+        runs = in_processes(argv, args.processes)
+    else:
+        runs = [{}]
+        for shape in shapes:
+            _, _, _, H, layers = SHAPES[shape]
+            rows = unroll_models(H, layers, unrolls) if unrolls else models(H, layers)
+            if args.models:
+                rows = {name: row for name, row in rows.items()
+                        if any(part in name for part in args.models.split(","))}
+            runs[0][shape] = measure(shape, rows, tx, args.repeats)
+    if args.json:
+        print(json.dumps(runs[0]))
+        return
     print(f"# {platform.machine()}, {jax.devices()[0].device_kind}, jax {jax.__version__}, "
-          f"{allocator.describe()}")
+          f"{allocator.describe()}" + (f", {len(runs)} processes" if len(runs) > 1 else ""))
     versus = f"unroll={unrolls[0]}" if unrolls else "Flax"
-    print(f"| shape (B, T, F, H) | model | ms / step | vs {versus} | compile s | temp MB "
+    spread = " | range" if len(runs) > 1 else ""
+    print(f"| shape (B, T, F, H) | model | ms / step | vs {versus}{spread} | compile s | temp MB "
           "| GFLOP/s |")
-    print("|---|---|---|---|---|---|---|")
-    for shape in shapes.split(","):
+    print("|---|---|---|---|" + "---|" * bool(spread) + "---|---|---|")
+    for shape in shapes:
         B, T, F, H, layers = SHAPES[shape]
-        xs = jax.random.normal(jax.random.key(0), (B, T, F))
-        compiled, stats = {}, {}
-        rows = unroll_models(H, layers, unrolls) if unrolls else models(H, layers)
-        if args.models:
-            rows = {name: row for name, row in rows.items()
-                    if any(part in name for part in args.models.split(","))}
-        for name, ((init, loss), kind) in rows.items():
-            params = init(jax.random.key(1), xs)
-            opt_state = tx.init(params)
-            start = time.perf_counter()
-            lowered = train_step_fn(loss, tx).lower(params, opt_state, xs)
-            executable = lowered.compile()
-            compile_s = time.perf_counter() - start
-            memory = executable.memory_analysis()
-            temp_mb = memory.temp_size_in_bytes / 2**20 if memory is not None else float("nan")
-            jax.block_until_ready(executable(params, opt_state, xs))  # warm-up
-            n_layers, gates = (2, 4) if kind == "lstm2" else (layers, 4 if kind == "lstm" else 3)
-            compiled[name] = (executable, params, opt_state)
-            stats[name] = {"compile": compile_s, "temp": temp_mb, "times": [],
-                           "flops": flops(B, T, F, H, n_layers, gates)}
-        for _ in range(args.repeats):  # alternate the models
-            for name, (executable, params, opt_state) in compiled.items():
-                start = time.perf_counter()
-                jax.block_until_ready(executable(params, opt_state, xs))
-                stats[name]["times"].append(time.perf_counter() - start)
-        medians = {name: float(np.median(s["times"])) for name, s in stats.items()}
-        for name, s in stats.items():
-            reference = list(medians)[0] if unrolls else flax_baseline(name, list(medians))
-            ratio = f"{medians[name] / medians[reference]:.2f}" if reference else "n/a"
+        names = list(runs[0][shape])
+        for name in names:
+            reference = names[0] if unrolls else flax_baseline(name, names)
+            seconds = float(np.median([run[shape][name]["seconds"] for run in runs]))
+            s = runs[0][shape][name]
+            ratio = range_ = "n/a"
+            if reference:
+                ratios = [run[shape][name]["seconds"] / run[shape][reference]["seconds"]
+                          for run in runs]
+                ratio, range_ = f"{np.median(ratios):.2f}", f"{min(ratios):.2f}-{max(ratios):.2f}"
             print(f"| {shape} ({B}, {T}, {F}, {H}{'x2' if layers > 1 else ''}) | {name} "
-                  f"| {1e3 * medians[name]:.1f} | {ratio} | {s['compile']:.2f} "
-                  f"| {s['temp']:.0f} | {s['flops'] / medians[name] / 1e9:.0f} |", flush=True)
+                  f"| {1e3 * seconds:.1f} | {ratio}{f' | {range_}' if spread else ''} "
+                  f"| {s['compile']:.2f} | {s['temp']:.0f} | {s['flops'] / seconds / 1e9:.0f} |",
+                  flush=True)
 
 
 if __name__ == "__main__":

@@ -318,8 +318,15 @@ def next_u_tilde(gradient: str, u: Array, u_tilde: Array, delta_u: Array) -> Arr
     ``"reference_code"``, eq. 5 as printed otherwise."""
     if gradient == "reference_code":
         carried = (1 - u) * u_tilde
-        return carried + jnp.minimum(delta_u, 1 - carried)
-    return u * delta_u + (1 - u) * (u_tilde + jnp.minimum(delta_u, 1 - u_tilde))
+        return carried + _min(delta_u, 1 - carried)
+    skipped = u_tilde + _min(delta_u, 1 - u_tilde)
+    return skipped + u * (delta_u - skipped)
+
+
+def _min(a: Array, b: Array) -> Array:
+    """``min(a, b)``, differentiated as ``a`` where ``a <= b`` and as ``b`` elsewhere: one mask
+    for the backward pass to keep (``jnp.minimum`` keeps two weights, splitting ties)."""
+    return jnp.where(a <= b, a, b)
 
 
 def update_probability_delta(params: Params, gate_input: Array) -> Array:
@@ -376,7 +383,9 @@ def select(u: Array, new: Array, old: Array) -> Array:
     Returns:
       ``[B, ...]``, the dtype of ``new``.
     """
-    return _select(u.astype(new.dtype), new, old)
+    # Recomputed in the backward pass from `u`, `new` and `old` (which it keeps anyway), so that
+    # the forward pass keeps neither `new - old` nor `u` broadcast per leaf: fewer ops per step.
+    return jax.checkpoint(_select)(u.astype(new.dtype), new, old)
 
 
 @jax.custom_jvp
