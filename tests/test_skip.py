@@ -132,6 +132,35 @@ def test_select_copies_exactly_and_has_the_gradient_of_eq3():
                                jax.jvp(eq3, (u, new, old), tangents)[1], rtol=1e-6)
 
 
+def test_select_of_a_state_is_eq3_per_leaf_in_value_and_gradient():
+    """Leaves of one shape share one broadcast of ``u``'s tangent: the sum over leaves is kept."""
+    u = jnp.array([1.0, 0.0, 1.0])
+    keys = jax.random.split(jax.random.key(2), 6)
+    new = {"c": jax.random.normal(keys[0], (3, 4)), "h": jax.random.normal(keys[1], (3, 4)),
+           "m": jax.random.normal(keys[2], (3, 2, 5))}
+    old = {"c": jax.random.normal(keys[3], (3, 4)), "h": jax.random.normal(keys[4], (3, 4)),
+           "m": jax.random.normal(keys[5], (3, 2, 5))}
+
+    def loss(fn):
+        def weighted(u, new, old):
+            state = fn(u, new, old)
+            return sum(jnp.sum(jnp.arange(leaf.size).reshape(leaf.shape) * jnp.cos(leaf))
+                       for leaf in jax.tree.leaves(state))
+        return weighted
+
+    def eq3(u, new, old):
+        return jax.tree.map(lambda n, o: u.reshape((3,) + (1,) * (n.ndim - 1)) * (n - o) + o,
+                            new, old)
+
+    rows = u.astype(bool)
+    jax.tree.map(lambda got, n, o: np.testing.assert_array_equal(
+        got, jnp.where(rows.reshape((3,) + (1,) * (n.ndim - 1)), n, o)), select(u, new, old),
+        new, old)
+    for got, want in zip(jax.grad(loss(select), (0, 1, 2))(u, new, old),
+                         jax.grad(loss(eq3), (0, 1, 2))(u, new, old), strict=True):
+        jax.tree.map(lambda g, w: np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-5), got, want)
+
+
 def _loss(cell, params, xs, cost_per_sample):
     final_state, out = sr.unroll(cell, params, xs)
     task = jnp.mean(jnp.square(cell.output(final_state) - 1.0))

@@ -47,7 +47,7 @@ def random_skip(cell: Cell, p_skip: float | Array) -> Cell:
         batch_size = jax.tree.leaves(state)[0].shape[0]
         keep = 1.0 - jnp.asarray(p_skip, jnp.float32)
         u = jax.random.bernoulli(key, keep, (batch_size,)).astype(jnp.float32)
-        new_state = jax.tree.map(lambda new, old: select(u, new, old), candidate, state)
+        new_state = select(u, candidate, state)
         probability = jnp.broadcast_to(keep, (batch_size,))
         return new_state, Output(cell.output(new_state), u, probability, probability)
 

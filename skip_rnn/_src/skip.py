@@ -273,7 +273,7 @@ def gated_step(
     u_tilde = jnp.where(gate_decides, state.u_tilde, jax.lax.stop_gradient(state.u_tilde))
     u = straight_through(u_tilde, hard)
     candidate, _ = cell_step(state.cell, x)
-    cell_state = jax.tree.map(lambda new, old: select(u, new, old), candidate, state.cell)
+    cell_state = select(u, candidate, state.cell)
     new_delta_u = update_probability_delta(gate, gate_input(candidate))
     delta_u = select(u, new_delta_u, state.delta_u)
     if gradient == "paper":
@@ -367,8 +367,8 @@ def _with_eq4_derivative_jvp(primals: tuple[Array, ...], tangents: tuple[Array, 
     return delta_u, ddelta_u
 
 
-def select(u: Array, new: Array, old: Array) -> Array:
-    """Eq. 3 for one leaf: ``u·new + (1 - u)·old`` with ``u`` ``[B]`` in {0, 1}.
+def select(u: Array, new: State, old: State) -> State:
+    """Eq. 3 for a state: ``u·new + (1 - u)·old`` per leaf, with ``u`` ``[B]`` in {0, 1}.
 
     The value is a true select, ``new[b]`` or ``old[b]`` bit for bit, so a skipped step copies
     ``old`` even where the unused ``new`` is not finite (``0·NaN`` would be NaN); the gradient is
@@ -378,26 +378,38 @@ def select(u: Array, new: Array, old: Array) -> Array:
 
     Args:
       u: ``[B]`` gate values, 0. or 1.
-      new, old: ``[B, ...]``, same shape and dtype.
+      new, old: pytrees of the same structure, leaves ``[B, ...]``, pairwise of one shape and
+        dtype.
 
     Returns:
-      ``[B, ...]``, the dtype of ``new``.
+      ``new``'s structure; each leaf in the dtype of ``new``'s.
     """
     # Recomputed in the backward pass from `u`, `new` and `old` (which it keeps anyway), so that
     # the forward pass keeps neither `new - old` nor `u` broadcast per leaf: fewer ops per step.
-    return jax.checkpoint(_select)(u.astype(new.dtype), new, old)
+    return jax.checkpoint(_select)(u, new, old)
 
 
 @jax.custom_jvp
-def _select(u: Array, new: Array, old: Array) -> Array:
-    return where_rows(u > 0, new, old)
+def _select(u: Array, new: State, old: State) -> State:
+    return jax.tree.map(lambda n, o: where_rows(u > 0, n, o), new, old)
 
 
 @_select.defjvp
-def _select_jvp(primals: tuple[Array, Array, Array], tangents: tuple[Array, Array, Array]):
+def _select_jvp(primals: tuple[Array, State, State], tangents: tuple[Array, State, State]):
     (u, new, old), (du, dnew, dold) = primals, tangents
-    u_rows, du_rows = as_rows(u, new), as_rows(du, new)
-    return _select(u, new, old), du_rows * (new - old) + u_rows * dnew + (1 - u_rows) * dold
+    # One broadcast of `du` per leaf shape and dtype, shared by those leaves: the backward pass
+    # sums their `∂L/∂s·(new - old)` first and reduces over the features once (the LSTM's `c`
+    # and `h` in one reduction, not two).
+    du_like = {}
+
+    def tangent(n: Array, o: Array, dn: Array, do: Array) -> Array:
+        key = (n.shape, n.dtype)
+        if key not in du_like:
+            du_like[key] = jnp.broadcast_to(as_rows(du.astype(n.dtype), n), n.shape)
+        u_rows = as_rows(u.astype(n.dtype), n)
+        return du_like[key] * (n - o) + u_rows * dn + (1 - u_rows) * do
+
+    return _select(u, new, old), jax.tree.map(tangent, new, old, dnew, dold)
 
 
 def _binarize(kind: str, u_tilde: Array, key: PRNGKey | None) -> Array:
