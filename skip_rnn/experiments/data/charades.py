@@ -47,8 +47,8 @@ FEATURES = "Charades_v1_features_rgb"
 CACHE = "Charades_v1_features_rgb_npy"
 HOW_TO = (f"Download Charades.zip (Charades_v1_train.csv, Charades_v1_test.csv) and {FEATURES}"
           ".tar.gz from https://prior.allenai.org/projects/charades, extract both into "
-          "config.data.dir; layout in skip_rnn/experiments/data/charades.py (or the README's "
-          "Charades section).")
+          "config.data.dir; layout in skip_rnn/experiments/data/charades.py (and "
+          "docs/experiments.md, Charades).")
 
 
 def parse_actions(text: str) -> np.ndarray:

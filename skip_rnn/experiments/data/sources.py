@@ -62,6 +62,6 @@ def tfds_arrays(name: str, split: str, data_dir: str | None) -> dict:
             f"tensorflow-datasets '{name}' is not prepared in {builder.data_dir!r}. Prepare it "
             f"on a machine with internet (pip install tensorflow; tfds build {name} "
             f"--data_dir=DIR) and set --config.data.dir=DIR, or use the default source, which "
-            "downloads the standard files itself (see README)."
+            "downloads the standard files itself (docs/experiments.md, the data table)."
         )
     return tfds.as_numpy(builder.as_dataset(split=split, batch_size=-1))

@@ -33,8 +33,8 @@ from skip_rnn.experiments.data.base import (
 )
 from skip_rnn.experiments.data.sources import DataError, require_dir, require_file
 
-HOW_TO = ("See the expected layout in skip_rnn/experiments/data/ucf101.py (or the README's "
-          "UCF-101 section).")
+HOW_TO = ("See the expected layout in skip_rnn/experiments/data/ucf101.py (and "
+          "docs/experiments.md, the data table).")
 
 
 class FrameFeatures:
