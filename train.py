@@ -23,7 +23,6 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 from skip_rnn.experiments import allocator, configuration, trainer
-from skip_rnn.experiments.checkpoints import SaveError
 from skip_rnn.experiments.data.sources import DataError
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
@@ -56,8 +55,6 @@ flags.DEFINE_bool("distributed", False, "Multi-process run with the settings tha
 MULTI_PROCESS_FLAGS = ("coordinator_address", "num_processes", "process_id")
 
 USER_ERRORS = (configuration.ConfigError, DataError, trainer.WorkdirError, FileNotFoundError)
-# Training stopped on its own: a non-finite loss, a failed save (a full disk).
-RUN_ERRORS = (FloatingPointError, SaveError)
 
 
 def parse_flags(argv: list[str]) -> list[str]:
@@ -110,16 +107,10 @@ def main(argv: list[str]) -> None:
         if FLAGS.verbose:
             raise
         _fail(str(e))
-    except RUN_ERRORS as e:
+    except trainer.RUN_ERRORS as e:
         if FLAGS.verbose:
             raise
-        if isinstance(e, SaveError):
-            # orbax's writer threads may still be failing in the background: an interpreter
-            # shutdown would race them and print their tracebacks under the one line.
-            print(f"train.py: {e}", file=sys.stderr, flush=True)
-            sys.stdout.flush()
-            os._exit(1)
-        _fail(str(e), exit_code=1)
+        trainer.exit_on_run_error("train.py", e)
 
 
 def join_processes() -> None:

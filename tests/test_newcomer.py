@@ -136,18 +136,23 @@ def test_reproduce_paths_and_columns_without_table_variants(tmp_path, monkeypatc
     assert with_variants.startswith("| variant | model |") and "| Ts=1ms | lstm |" in with_variants
 
 
-def test_reproduce_says_a_refused_row_in_one_line(tmp_path, monkeypatch, capsys):
-    def refuse(config, workdir):
-        raise ConfigError(f"{workdir} holds a checkpoint of another model.")
+@pytest.mark.parametrize("error, exit_code", [
+    (ConfigError("{workdir} holds a checkpoint of another model."), 2),  # what was asked
+    (FloatingPointError("the loss is nan at step 5 (member 0) in {workdir}."), 1),  # the run
+])
+def test_reproduce_says_a_refused_or_stopped_row_in_one_line(error, exit_code, tmp_path,
+                                                               monkeypatch, capsys):
+    def fail(config, workdir):
+        raise type(error)(str(error).format(workdir=workdir))
 
-    monkeypatch.setattr(trainer, "train_and_evaluate", refuse)
+    monkeypatch.setattr(trainer, "train_and_evaluate", fail)
     monkeypatch.setattr(sys, "argv", [*REPRODUCE[2:4], f"--workdir={tmp_path}",
                                       "--models=skip_lstm"])
     with pytest.raises(SystemExit) as exit_:
         reproduce.main()
-    assert exit_.value.code == 2
-    assert capsys.readouterr().err == (f"reproduce: {tmp_path}/skip_lstm holds a checkpoint of "
-                                       "another model.\n")
+    assert exit_.value.code == exit_code
+    assert capsys.readouterr().err == (
+        f"reproduce: {str(error).format(workdir=tmp_path / 'skip_lstm')}\n")
 
 
 def _visible_tick_labels(ax) -> list[str]:

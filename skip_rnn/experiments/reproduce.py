@@ -217,6 +217,8 @@ def main() -> None:
         sys.exit(e.exit_code)
     except USER_ERRORS as e:
         parser.error(str(e))
+    except trainer.RUN_ERRORS as e:
+        trainer.exit_on_run_error("reproduce", e)
     if args.collect and not results:
         parser.error(f"--collect: no row of table {args.table} has a results.json under "
                      f"{args.workdir!r}")

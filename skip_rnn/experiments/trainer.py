@@ -24,7 +24,9 @@ import functools
 import json
 import os
 import signal
+import sys
 import time
+from typing import NoReturn
 
 import jax
 import ml_collections
@@ -35,7 +37,7 @@ from jax.sharding import NamedSharding, PartitionSpec
 from skip_rnn._src import flops
 from skip_rnn._src.base import Array, Cell, Params, where_rows
 from skip_rnn.experiments import data, figures, models, records
-from skip_rnn.experiments.checkpoints import Checkpoints
+from skip_rnn.experiments.checkpoints import Checkpoints, SaveError
 from skip_rnn.experiments.configuration import ConfigError, as_json, check_config, resolve
 from skip_rnn.experiments.data import TaskData
 from skip_rnn.experiments.evaluation import evaluate
@@ -66,6 +68,23 @@ class Interrupted(Exception):
     def __init__(self, step: int, signum: int):
         super().__init__(f"interrupted at step {step}; rerun the same command to resume.")
         self.step, self.exit_code = step, 128 + signum
+
+
+# Errors of the run itself, not of what was asked: a loss that is not finite, a failed save.
+RUN_ERRORS = (FloatingPointError, SaveError)
+
+
+def exit_on_run_error(prog: str, error: Exception) -> NoReturn:
+    """Stops the process for one of :data:`RUN_ERRORS`: ``prog: <error>`` on stderr, exit 1.
+
+    After a failed save it exits at once (``os._exit``): orbax's writer threads may still be
+    failing in the background, and an interpreter shutdown would race them and print their
+    tracebacks under the one line."""
+    print(f"{prog}: {error}", file=sys.stderr, flush=True)
+    sys.stdout.flush()
+    if isinstance(error, SaveError):
+        os._exit(1)
+    sys.exit(1)
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
