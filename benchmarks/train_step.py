@@ -18,9 +18,9 @@ input size ``F_l`` (``F`` for the first layer, ``H`` above) and ``G`` gates (LST
     python benchmarks/train_step.py --models='skip(lstm),OptimizedLSTMCell'  # rows naming these
     python benchmarks/train_step.py --processes=5  # five fresh processes, medians of each's medians
 
-This VM's step times move by up to 10% from one process to the next (the same code, compiled
-again), more than within one; ``--processes`` quotes the median over fresh processes, with the
-range of the ratio.
+On the 2-core CPU VM of BENCHMARKS.md, the same step compiled again in a fresh process moves by
+10-30% against Flax's, more than within one process; ``--processes`` quotes the medians over
+fresh processes (step and compile times), with the range of the ratio.
 
 It runs under a caching allocator (:mod:`skip_rnn.experiments.allocator`);
 ``SKIP_RNN_MALLOC=system`` times it with glibc's (``benchmarks/allocator.py`` compares them).
@@ -161,13 +161,16 @@ def measure(shape: str, rows: dict, tx: optax.GradientTransformation, repeats: i
     return {name: {"seconds": float(np.median(s.pop("times"))), **s} for name, s in stats.items()}
 
 
-def in_processes(argv: list[str], processes: int) -> list[dict]:
-    """This benchmark run ``processes`` times, each in a fresh process (one after the other):
-    each process's measurements, ``{shape: {row: measure()'s stats}}``."""
+def in_processes(args: argparse.Namespace, shapes: list[str]) -> list[dict]:
+    """This benchmark with ``args`` at ``shapes``, run ``args.processes`` times, each in a fresh
+    process (one after the other): each process's measurements, ``{shape: {row: measure()'s
+    stats}}``."""
+    argv = [f"--shapes={','.join(shapes)}", f"--repeats={args.repeats}",
+            f"--models={args.models}", f"--scan_unroll={args.scan_unroll}", "--json"]
     runs = []
-    for i in range(processes):
-        print(f"# process {i + 1}/{processes}", file=sys.stderr, flush=True)
-        command = [sys.executable, __file__, *argv, "--processes=1", "--json"]
+    for i in range(args.processes):
+        print(f"# process {i + 1}/{args.processes}", file=sys.stderr, flush=True)
+        command = [sys.executable, __file__, *argv]
         done = subprocess.run(command, check=True, capture_output=True, text=True)
         runs.append(json.loads(done.stdout.splitlines()[-1]))
     return runs
@@ -191,8 +194,7 @@ def main() -> None:
     shapes = (args.shapes or ("adding,smnist" if unrolls else ",".join(SHAPES))).split(",")
     tx = optax.chain(optax.clip_by_global_norm(1.0), optax.adam(1e-4))
     if args.processes > 1:
-        argv = [a for a in sys.argv[1:] if not a.startswith("--processes")]
-        runs = in_processes(argv, args.processes)
+        runs = in_processes(args, shapes)
     else:
         runs = [{}]
         for shape in shapes:
@@ -217,8 +219,9 @@ def main() -> None:
         names = list(runs[0][shape])
         for name in names:
             reference = names[0] if unrolls else flax_baseline(name, names)
-            seconds = float(np.median([run[shape][name]["seconds"] for run in runs]))
-            s = runs[0][shape][name]
+            seconds, compile_s = (float(np.median([run[shape][name][key] for run in runs]))
+                                  for key in ("seconds", "compile"))
+            s = runs[0][shape][name]  # temporaries and FLOPs: the same in every process
             ratio = range_ = "n/a"
             if reference:
                 ratios = [run[shape][name]["seconds"] / run[shape][reference]["seconds"]
@@ -226,7 +229,7 @@ def main() -> None:
                 ratio, range_ = f"{np.median(ratios):.2f}", f"{min(ratios):.2f}-{max(ratios):.2f}"
             print(f"| {shape} ({B}, {T}, {F}, {H}{'x2' if layers > 1 else ''}) | {name} "
                   f"| {1e3 * seconds:.1f} | {ratio}{f' | {range_}' if spread else ''} "
-                  f"| {s['compile']:.2f} | {s['temp']:.0f} | {s['flops'] / seconds / 1e9:.0f} |",
+                  f"| {compile_s:.2f} | {s['temp']:.0f} | {s['flops'] / seconds / 1e9:.0f} |",
                   flush=True)
 
 
