@@ -6,6 +6,10 @@ and warmed up, then the models are timed in alternation, ``--repeats`` rounds; m
 ``skip(from_linen(OptimizedLSTMCell))`` is Flax's cell through :func:`skip_rnn.from_linen`
 (learning ``s_0``, as ours does); the adapter should cost at most 1.05x ``skip(lstm)`` on the CPU.
 
+``--save_dots`` adds our skip LSTM and skip GRU with each step under ``jax.checkpoint``
+saving only its matrix products (the backward pass recomputes the elementwise rest): fewer
+stacked residuals for more arithmetic.
+
 ``--scan_unroll=1,2,4,8`` times instead our skip LSTM with ``sr.unroll(..., unroll=k)`` for each
 ``k`` (default shapes: adding and sMNIST), each compared with the first ``k``.
 
@@ -17,6 +21,7 @@ input size ``F_l`` (``F`` for the first layer, ``H`` above) and ``G`` gates (LST
     python benchmarks/train_step.py --scan_unroll=1,2,4,8 [--shapes=adding,smnist]
     python benchmarks/train_step.py --models='skip(lstm),OptimizedLSTMCell'  # rows naming these
     python benchmarks/train_step.py --processes=5  # five fresh processes, medians of each's medians
+    python benchmarks/train_step.py --save_dots --models='skip(gru),GRUCell'
 
 On the 2-core CPU VM of BENCHMARKS.md, the same step compiled again in a fresh process moves by
 10-30% against Flax's, more than within one process; ``--processes`` quotes the medians over
@@ -62,12 +67,17 @@ LAYERS = {
 }
 
 
-def ours(kind: str, hidden: int, layers: int, skip: bool, unroll: int = 1):
+def ours(kind: str, hidden: int, layers: int, skip: bool, unroll: int = 1,
+         save_dots: bool = False):
     """(init, loss) for our cell; ``layers > 1`` stacks, the gate reading the top layer;
-    ``unroll`` time steps per iteration of the scan."""
+    ``unroll`` time steps per iteration of the scan; ``save_dots``: each step under
+    ``jax.checkpoint``, keeping only its matrix products for the backward pass."""
     factory = LAYERS[kind]
     cell = factory(hidden) if layers == 1 else sr.stack([factory(hidden) for _ in range(layers)])
     cell = sr.skip(cell) if skip else cell
+    if save_dots:
+        policy = jax.checkpoint_policies.dots_with_no_batch_dims_saveable
+        cell = cell._replace(step=jax.checkpoint(cell.step, policy=policy))
 
     def loss(params, xs):
         final_state, out = sr.unroll(cell, params, xs, unroll=unroll)
@@ -102,7 +112,7 @@ def train_step_fn(loss: Callable, tx: optax.GradientTransformation):
     return step
 
 
-def models(H: int, layers: int) -> dict:
+def models(H: int, layers: int, save_dots: bool = False) -> dict:
     stack = "2-layer " if layers > 1 else ""
     rows = {
         f"ours {stack}lstm": (ours("lstm", H, layers, False), "lstm"),
@@ -114,6 +124,10 @@ def models(H: int, layers: int) -> dict:
         f"ours {stack}skip(gru)": (ours("gru", H, layers, True), "gru"),
         f"flax {stack}GRUCell": (flax_reference("gru", H, layers), "gru"),
     }
+    if save_dots:
+        for kind in ("lstm", "gru"):
+            rows[f"ours {stack}skip({kind}), dots saved"] = (
+                ours(kind, H, layers, True, save_dots=True), kind)
     if layers == 1:
         rows["ours 2-layer skip(stack lstm)"] = (ours("lstm", H, 2, True), "lstm2")
     return rows
@@ -167,6 +181,7 @@ def in_processes(args: argparse.Namespace, shapes: list[str]) -> list[dict]:
     stats}}``."""
     argv = [f"--shapes={','.join(shapes)}", f"--repeats={args.repeats}",
             f"--models={args.models}", f"--scan_unroll={args.scan_unroll}", "--json"]
+    argv += ["--save_dots"] * args.save_dots
     runs = []
     for i in range(args.processes):
         print(f"# process {i + 1}/{args.processes}", file=sys.stderr, flush=True)
@@ -188,6 +203,9 @@ def main() -> None:
                         help="comma-separated: time only the rows whose name contains one")
     parser.add_argument("--scan_unroll", default="",
                         help="e.g. 1,2,4,8: our skip LSTM at each unroll, vs the first")
+    parser.add_argument("--save_dots", action="store_true",
+                        help="also our skip LSTM and GRU with only the steps' matrix products "
+                             "saved for the backward pass (jax.checkpoint)")
     parser.add_argument("--json", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     unrolls = [int(k) for k in args.scan_unroll.split(",")] if args.scan_unroll else []
@@ -199,7 +217,8 @@ def main() -> None:
         runs = [{}]
         for shape in shapes:
             _, _, _, H, layers = SHAPES[shape]
-            rows = unroll_models(H, layers, unrolls) if unrolls else models(H, layers)
+            rows = unroll_models(H, layers, unrolls) if unrolls else models(H, layers,
+                                                                            args.save_dots)
             if args.models:
                 rows = {name: row for name, row in rows.items()
                         if any(part in name for part in args.models.split(","))}
