@@ -15,7 +15,7 @@ import ml_collections
 import pytest
 
 from configs import adding as adding_config
-from skip_rnn.experiments import configuration, figures, reproduce, trainer
+from skip_rnn.experiments import configuration, figures, records, reproduce, trainer
 from skip_rnn.experiments.configuration import ConfigError
 from skip_rnn.experiments.data import mnist
 
@@ -111,10 +111,14 @@ def test_reproduce_argument_errors_are_one_line(monkeypatch, capsys):
 
 
 def _fake_result(config, workdir) -> dict:
-    summary = [{"cost_per_sample": c, "runs": 1, "solved": 1, "metric": {"mean": 1e-3, "std": 0},
-                "updates_percent": {"mean": 50.0, "std": 0.0},
-                "updates_mean": {"mean": 25.0, "std": 0.0}} for c in config.costs_per_sample]
-    return {"summary": summary, "seconds": 60.0, "steps": 10, "config": config.to_dict()}
+    """What ``train_and_evaluate`` returns: one solved member per λ at 50% updates."""
+    test = {"metric": 1e-3, "updates_mean": 25.0, "updates_percent": 50.0,
+            "inference_flops": 1e6, "solved": True}
+    members = [records.MemberRecord(0, c, best={"step": 10, "test": test},
+                                    validations=[records.Evaluation(10, 50.0, 0.5)])
+               for c in config.costs_per_sample]
+    run = records.RunRecord(config.to_dict(), members, 60.0)
+    return {**run.to_json(), "summary": records.summarize(members), "steps": 10}
 
 
 def test_reproduce_paths_and_columns_without_table_variants(tmp_path, monkeypatch, capsys):

@@ -298,3 +298,24 @@ def test_compare_runs_draws_several_metrics_files(tmp_path):
         runs[name] = str(path)
     out = figures.compare_runs(str(tmp_path / "compare.png"), runs, "accuracy")
     assert os.path.getsize(out) > 0
+
+
+def test_reproduce_reports_where_the_update_rate_ended_beside_the_best_checkpoint():
+    """The table's "updates, last eval" column: the members' last validation rates, mean ± std,
+    even for a results.json summarized before the column existed."""
+    from skip_rnn.experiments import records, reproduce
+
+    members = [records.MemberRecord(seed, 1e-5, best={"test": {
+        "metric": 1e-4, "updates_mean": 25.0, "updates_percent": 50.0, "inference_flops": 1.0,
+        "solved": True}}, validations=[records.Evaluation(500, 100.0, 1.0),
+                                       records.Evaluation(1000, last, 0.3)])
+               for seed, last in ((0, 60.0), (1, 80.0))]
+    saved = records.RunRecord({"data": {}, "num_train_steps": 1000}, members).to_json()
+    old_summary = records.summarize(members)
+    for row in old_summary:
+        del row["last_updates_percent"]
+    result = reproduce._row_result("", reproduce.Row("skip_lstm", (1e-5,)),
+                                   {**saved, "summary": old_summary, "steps": 1000})
+    table = reproduce.format_rows(1, [result])
+    assert "| state updates | updates, last eval |" in table.splitlines()[0]
+    assert "| 50.0% ± 0.0% | 70.0% ± 10.0% |" in table

@@ -138,8 +138,9 @@ def observe(member: MemberRecord, step: int, values: dict, seconds: float, has_g
 
 
 def summarize(members: list[MemberRecord]) -> list[dict]:
-    """Mean ± std over seeds of each λ's best test metric and updates (the paper's form), and
-    how many of its members settled (:func:`settled`)."""
+    """Mean ± std over seeds of each λ's best test metric and updates (the paper's form), how
+    many of its members settled (:func:`settled`), and the % updates of each member's last
+    validation (``last_updates_percent``: where the rate ended, beside the best checkpoint's)."""
     rows = []
     for cost in dict.fromkeys(m.cost_per_sample for m in members):
         runs = [m for m in members if m.cost_per_sample == cost and m.best is not None]
@@ -153,5 +154,8 @@ def summarize(members: list[MemberRecord]) -> list[dict]:
             row[key] = {"mean": float(values.mean()), "std": float(values.std())}
         if "solved" in group[0]:
             row["solved"] = sum(bool(g["solved"]) for g in group)
+        last = np.array([m.validations[-1].updates_percent for m in runs if m.validations])
+        if last.size:
+            row["last_updates_percent"] = {"mean": float(last.mean()), "std": float(last.std())}
         rows.append(row)
     return rows

@@ -30,7 +30,7 @@ import ml_collections
 from absl import flags
 from ml_collections.config_flags import tuple_parser
 
-from skip_rnn.experiments import allocator, configuration, figures, trainer
+from skip_rnn.experiments import allocator, configuration, figures, records, trainer
 from skip_rnn.experiments.data.sources import DataError
 from skip_rnn.experiments.tables import PAPER, TABLES, Row
 
@@ -96,13 +96,17 @@ def set_value(config: ml_collections.ConfigDict, assignment: str) -> None:
 
 
 def format_rows(table: int, results: list[dict]) -> str:
-    """The table in the paper's form, with the paper's numbers and the wall-clock time."""
+    """The table in the paper's form, with the paper's numbers and the wall-clock time. "state
+    updates" is each member's best checkpoint on the test set (the solved validation with the
+    fewest updates where the task has a solved rule), as the paper reports it; "updates, last
+    eval" the % updates of each member's last validation, where training left the rate."""
     spec = TABLES[table]
     solvable = spec.task in ("adding", "frequency")
     scale = 100.0 if spec.metric == "mAP (%)" else 1.0
     variants = any(r["variant"] for r in results)  # the column of tables with variants
     columns = ["variant"] * variants + ["model", "λ", "solved" if solvable else spec.metric,
-                                        "state updates", "inference FLOPs", "paper", "runs",
+                                        "state updates", "updates, last eval", "inference FLOPs",
+                                        "paper", "runs",
                                         "steps", "wall-clock"]
     lines = [f"| {' | '.join(columns)} |", "|---" * len(columns) + "|"]
     for r in results:
@@ -116,10 +120,13 @@ def format_rows(table: int, results: list[dict]) -> str:
             key = "updates_percent" if spec.updates_kind == "% updates" else "updates_mean"
             unit = "%" if key == "updates_percent" else ""
             updates = f"{row[key]['mean']:.1f}{unit} ± {row[key]['std']:.1f}{unit}"
+            last = row.get("last_updates_percent")
+            last = f"{last['mean']:.1f}% ± {last['std']:.1f}%" if last else "-"
             flops = f"{row['inference_flops']['mean']:.2e}" if "inference_flops" in row else "-"
             paper = " / ".join(PAPER.get(table, {}).get((r["variant"], r["model"], lam), ("-",)))
             cells = [r["variant"]] * variants + [
-                _label(r["model"]), f"{lam:g}", result, updates, flops, paper, str(row["runs"]),
+                _label(r["model"]), f"{lam:g}", result, updates, last, flops, paper,
+                str(row["runs"]),
                 _steps(r, row), f"{r['seconds'] / 60:.1f} min"]
             lines.append(f"| {' | '.join(cells)} |")
     conventions = sorted({r["mask_padding"] for r in results if r.get("mask_padding") is not None})
@@ -260,7 +267,10 @@ def collect_rows(selected: list[tuple[str, Row, str]]) -> list[dict]:
 
 
 def _row_result(variant: str, row: Row, result: dict) -> dict:
-    return {"variant": variant, "model": row.name, "summary": result["summary"],
+    """A row of the table from its run's ``results.json``, summarized again from the members
+    (a row trained by an earlier release gets the columns added since)."""
+    members = records.RunRecord.from_json(result, "results.json").members
+    return {"variant": variant, "model": row.name, "summary": records.summarize(members),
             "seconds": result["seconds"], "steps": result["steps"],
             "mask_padding": result["config"]["data"].get("mask_padding"),
             "stop_when_settled": result["config"].get("stop_when_settled"),
