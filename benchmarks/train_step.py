@@ -10,6 +10,11 @@ and warmed up, then the models are timed in alternation, ``--repeats`` rounds; m
 saving only its matrix products (the backward pass recomputes the elementwise rest): fewer
 stacked residuals for more arithmetic.
 
+``--dtype=bfloat16`` computes every row in bfloat16 (parameters float32, as Flax's
+``param_dtype``). On an NVIDIA GPU a float32 run adds the anchor row ``cudnn LSTM``: the cuDNN
+LSTM of ``jax.experimental.rnn``, the fastest plain LSTM a JAX user has there (float32 only;
+its lowering exists for CUDA and ROCm only, so it has no row on the CPU).
+
 ``--scan_unroll=1,2,4,8`` times instead our skip LSTM with ``sr.unroll(..., unroll=k)`` for each
 ``k`` (default shapes: adding and sMNIST), each compared with the first ``k``.
 
@@ -22,6 +27,7 @@ input size ``F_l`` (``F`` for the first layer, ``H`` above) and ``G`` gates (LST
     python benchmarks/train_step.py --models='skip(lstm),OptimizedLSTMCell'  # rows naming these
     python benchmarks/train_step.py --processes=5  # five fresh processes, medians of each's medians
     python benchmarks/train_step.py --save_dots --models='skip(gru),GRUCell'
+    python benchmarks/train_step.py --dtype=bfloat16 --shapes=adding,smnist
 
 On the 2-core CPU VM of BENCHMARKS.md, the same step compiled again in a fresh process moves by
 10-30% against Flax's, more than within one process; ``--processes`` quotes the medians over
@@ -34,6 +40,7 @@ It runs under a caching allocator (:mod:`skip_rnn.experiments.allocator`);
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import platform
 import subprocess
@@ -60,20 +67,20 @@ SHAPES = {
 
 
 LAYERS = {
-    "lstm": sr.lstm,
-    "gru": sr.gru,
-    "from_linen(OptimizedLSTMCell)": lambda hidden: sr.from_linen(
-        nn.OptimizedLSTMCell(hidden), learned_initial_state=True),
+    "lstm": lambda hidden, dtype: sr.lstm(hidden, dtype=dtype),
+    "gru": lambda hidden, dtype: sr.gru(hidden, dtype=dtype),
+    "from_linen(OptimizedLSTMCell)": lambda hidden, dtype: sr.from_linen(
+        nn.OptimizedLSTMCell(hidden, dtype=dtype), learned_initial_state=True),
 }
 
 
 def ours(kind: str, hidden: int, layers: int, skip: bool, unroll: int = 1,
-         save_dots: bool = False):
-    """(init, loss) for our cell; ``layers > 1`` stacks, the gate reading the top layer;
-    ``unroll`` time steps per iteration of the scan; ``save_dots``: each step under
-    ``jax.checkpoint``, keeping only its matrix products for the backward pass."""
-    factory = LAYERS[kind]
-    cell = factory(hidden) if layers == 1 else sr.stack([factory(hidden) for _ in range(layers)])
+         save_dots: bool = False, dtype: jnp.dtype = jnp.float32):
+    """(init, loss) for our cell computing in ``dtype``; ``layers > 1`` stacks, the gate
+    reading the top layer; ``unroll`` time steps per iteration of the scan; ``save_dots``: each
+    step under ``jax.checkpoint``, keeping only its matrix products for the backward pass."""
+    cells = [LAYERS[kind](hidden, dtype) for _ in range(layers)]
+    cell = cells[0] if layers == 1 else sr.stack(cells)
     cell = sr.skip(cell) if skip else cell
     if save_dots:
         policy = jax.checkpoint_policies.dots_with_no_batch_dims_saveable
@@ -87,10 +94,11 @@ def ours(kind: str, hidden: int, layers: int, skip: bool, unroll: int = 1,
     return lambda key, xs: cell.init(key, xs.shape[-1]), loss
 
 
-def flax_reference(kind: str, hidden: int, layers: int):
-    """(init, loss) for Flax's ``nn.RNN(OptimizedLSTMCell | GRUCell)``, stacked ``layers``."""
+def flax_reference(kind: str, hidden: int, layers: int, dtype: jnp.dtype = jnp.float32):
+    """(init, loss) for Flax's ``nn.RNN(OptimizedLSTMCell | GRUCell)``, stacked ``layers``,
+    computing in ``dtype``."""
     cell_type = {"lstm": nn.OptimizedLSTMCell, "gru": nn.GRUCell}[kind]
-    model = nn.Sequential([nn.RNN(cell_type(hidden)) for _ in range(layers)])
+    model = nn.Sequential([nn.RNN(cell_type(hidden, dtype=dtype)) for _ in range(layers)])
 
     def loss(params, xs):
         return jnp.mean(jnp.square(model.apply(params, xs)[:, -1]))
@@ -112,24 +120,47 @@ def train_step_fn(loss: Callable, tx: optax.GradientTransformation):
     return step
 
 
-def models(H: int, layers: int, save_dots: bool = False) -> dict:
+def cudnn_reference(hidden: int):
+    """(init, loss) for the cuDNN LSTM of ``jax.experimental.rnn`` (one layer, float32; its
+    weights one flat vector, ``h_0 = c_0 = 0``); lowers on CUDA and ROCm only."""
+    from jax.experimental import rnn
+
+    def init(key, xs):
+        return rnn.init_lstm_weight(key, xs.shape[-1], hidden, 1, False)
+
+    def loss(weights, xs):
+        B, T, F = xs.shape
+        zeros = jnp.zeros((1, B, hidden), xs.dtype)
+        lengths = jnp.full((B,), T, jnp.int32)
+        y, _, _ = rnn.lstm(xs, zeros, zeros, weights, lengths, F, hidden, 1, 0.0, False)
+        return jnp.mean(jnp.square(y[:, -1]))
+
+    return init, loss
+
+
+def models(H: int, layers: int, save_dots: bool = False,
+           dtype: jnp.dtype = jnp.float32) -> dict:
     stack = "2-layer " if layers > 1 else ""
+    mine = functools.partial(ours, hidden=H, layers=layers, dtype=dtype)
     rows = {
-        f"ours {stack}lstm": (ours("lstm", H, layers, False), "lstm"),
-        f"ours {stack}skip(lstm)": (ours("lstm", H, layers, True), "lstm"),
+        f"ours {stack}lstm": (mine("lstm", skip=False), "lstm"),
+        f"ours {stack}skip(lstm)": (mine("lstm", skip=True), "lstm"),
         f"ours {stack}skip(from_linen(OptimizedLSTMCell))": (
-            ours("from_linen(OptimizedLSTMCell)", H, layers, True), "lstm"),
-        f"flax {stack}OptimizedLSTMCell": (flax_reference("lstm", H, layers), "lstm"),
-        f"ours {stack}gru": (ours("gru", H, layers, False), "gru"),
-        f"ours {stack}skip(gru)": (ours("gru", H, layers, True), "gru"),
-        f"flax {stack}GRUCell": (flax_reference("gru", H, layers), "gru"),
+            mine("from_linen(OptimizedLSTMCell)", skip=True), "lstm"),
+        f"flax {stack}OptimizedLSTMCell": (flax_reference("lstm", H, layers, dtype), "lstm"),
+        f"ours {stack}gru": (mine("gru", skip=False), "gru"),
+        f"ours {stack}skip(gru)": (mine("gru", skip=True), "gru"),
+        f"flax {stack}GRUCell": (flax_reference("gru", H, layers, dtype), "gru"),
     }
+    if layers == 1 and dtype == jnp.float32 and jax.default_backend() == "gpu":
+        rows["cudnn LSTM"] = (cudnn_reference(H), "lstm")
     if save_dots:
         for kind in ("lstm", "gru"):
             rows[f"ours {stack}skip({kind}), dots saved"] = (
-                ours(kind, H, layers, True, save_dots=True), kind)
+                mine(kind, skip=True, save_dots=True), kind)
     if layers == 1:
-        rows["ours 2-layer skip(stack lstm)"] = (ours("lstm", H, 2, True), "lstm2")
+        rows["ours 2-layer skip(stack lstm)"] = (
+            ours("lstm", H, 2, True, dtype=dtype), "lstm2")
     return rows
 
 
@@ -181,7 +212,7 @@ def in_processes(args: argparse.Namespace, shapes: list[str]) -> list[dict]:
     stats}}``."""
     argv = [f"--shapes={','.join(shapes)}", f"--repeats={args.repeats}",
             f"--models={args.models}", f"--scan_unroll={args.scan_unroll}", "--json"]
-    argv += ["--save_dots"] * args.save_dots
+    argv += ["--save_dots"] * args.save_dots + [f"--dtype={args.dtype}"]
     runs = []
     for i in range(args.processes):
         print(f"# process {i + 1}/{args.processes}", file=sys.stderr, flush=True)
@@ -206,6 +237,8 @@ def main() -> None:
     parser.add_argument("--save_dots", action="store_true",
                         help="also our skip LSTM and GRU with only the steps' matrix products "
                              "saved for the backward pass (jax.checkpoint)")
+    parser.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"),
+                        help="of every row's computation (parameters stay float32)")
     parser.add_argument("--json", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     unrolls = [int(k) for k in args.scan_unroll.split(",")] if args.scan_unroll else []
@@ -217,8 +250,8 @@ def main() -> None:
         runs = [{}]
         for shape in shapes:
             _, _, _, H, layers = SHAPES[shape]
-            rows = unroll_models(H, layers, unrolls) if unrolls else models(H, layers,
-                                                                            args.save_dots)
+            rows = unroll_models(H, layers, unrolls) if unrolls else models(
+                H, layers, args.save_dots, jnp.dtype(args.dtype))
             if args.models:
                 rows = {name: row for name, row in rows.items()
                         if any(part in name for part in args.models.split(","))}
@@ -227,7 +260,8 @@ def main() -> None:
         print(json.dumps(runs[0]))
         return
     print(f"# {platform.machine()}, {jax.devices()[0].device_kind}, jax {jax.__version__}, "
-          f"{allocator.describe()}" + (f", {len(runs)} processes" if len(runs) > 1 else ""))
+          f"{allocator.describe()}, {args.dtype}"
+          + (f", {len(runs)} processes" if len(runs) > 1 else ""))
     versus = f"unroll={unrolls[0]}" if unrolls else "Flax"
     spread = " | range" if len(runs) > 1 else ""
     print(f"| shape (B, T, F, H) | model | ms / step | vs {versus}{spread} | compile s | temp MB "

@@ -4,8 +4,9 @@
 #
 # Usage, from the repository root:  scripts/gpu_run.sh OUTDIR [PART ...]
 # Parts (default: bench gradient mnist):
-#   bench     the GPU rows of the benchmarks (train step incl. skip(from_linen), inference,
-#             population), ≈3 min
+#   bench     the GPU rows of the benchmarks (train step incl. skip(from_linen) and the cuDNN
+#             LSTM anchor, float32 then bfloat16; inference, then the chunked jumping loop at
+#             K = 1, 4, 8; population), ≈5 min
 #   gradient  RESULTS.md's λ = 0 experiment: adding task, Skip LSTM λ ∈ {0, 1e-5}, 4 seeds,
 #             the paper's text (eq5) then the authors' code (--config.reference_code=True),
 #             GRADIENT_STEPS steps each (default 60000); resumes
@@ -43,7 +44,11 @@ for part in $PARTS; do
       'optax', optax.__version__, jax.devices())"
     echo "## train step"; timeout 120 python3 benchmarks/train_step.py --shapes=adding,smnist \
       --repeats=5
+    echo "## train step, bfloat16"; timeout 90 python3 benchmarks/train_step.py \
+      --shapes=adding,smnist --repeats=5 --dtype=bfloat16
     echo "## inference"; timeout 60 python3 benchmarks/inference.py --repeats=5
+    echo "## inference, chunked jumping loop"; timeout 60 python3 benchmarks/inference.py \
+      --repeats=5 --chunks=1,4,8 --batch_sizes=1,256
     echo "## population"; timeout 90 python3 -m benchmarks.population --lengths=50,784
   } > "$OUTDIR/benchmarks.md" 2>&1 ;;
   gradient)
