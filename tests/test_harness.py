@@ -53,6 +53,26 @@ def test_settled_rule_waits_for_the_gate_to_stop_moving():
     assert not records.settled(_member([], []), solved=False, has_gate=False, config=config)
 
 
+def test_a_member_that_leaves_its_settled_rate_is_unsettled_until_it_settles_again():
+    """Skip LSTMs at λ = 1e-5 on the adding task (Table 1, RESULTS.md) settle near 50%, skip on
+    to 27-44%, lose the task and recover at ≈90%: settled, then not, then settled anew."""
+    config = tiny_config("adding")
+    config.settle_evals, config.settle_points, config.settle_delta_u = 3, 2.0, 0.01
+    member = records.MemberRecord(seed=0, cost_per_sample=1e-5)
+    history = [(52.0, 0.33, True), (51.5, 0.33, True), (51.0, 0.33, True),  # settles
+               (44.0, 0.30, False),  # drifts on and loses the task
+               (80.0, 0.60, True), (90.0, 0.64, True), (90.5, 0.645, True), (90.8, 0.645, True)]
+    changes = []
+    for i, (rate, gate, solved) in enumerate(history):
+        values = {"solved": solved, "updates_percent": rate, "delta_u_mean": gate}
+        _, settled_now, left_now = records.observe(member, 500 * (i + 1), values, 0.0, True,
+                                                   config)
+        changes.append((settled_now, left_now, member.settled_step))
+    assert changes[2] == (True, False, 1500)
+    assert changes[3] == (False, True, None)
+    assert [c[2] for c in changes[4:]] == [None, None, None, 4000]  # the new stretch
+
+
 def settled_steps(rows: list[dict], config) -> dict[int, int | None]:
     """Replays the validation rows of a ``metrics.jsonl`` through the settled rule: the step
     at which each member settles (``None``: never)."""

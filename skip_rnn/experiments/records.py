@@ -35,8 +35,9 @@ class Evaluation(NamedTuple):
 @dataclasses.dataclass
 class MemberRecord:
     """One population member: its seed and λ, its best evaluation (``{"step", "validation",
-    "test"}``, metrics dicts), when it first solved the task and when it settled, and the
-    validations the settled rule reads."""
+    "test"}``, metrics dicts), when it first solved the task, the step at which it settled
+    (``None`` while it is not settled now: :func:`observe`), and the validations the settled
+    rule reads."""
 
     seed: int
     cost_per_sample: float
@@ -120,21 +121,26 @@ def improved(members: list[MemberRecord], validation: list[dict], task: TaskData
 
 
 def observe(member: MemberRecord, step: int, values: dict, seconds: float, has_gate: bool,
-            config: ml_collections.ConfigDict) -> tuple[bool, bool]:
+            config: ml_collections.ConfigDict) -> tuple[bool, bool, bool]:
     """Records a validation of ``member`` after ``step`` steps and ``seconds`` of training:
-    when it first solved the task, the :class:`Evaluation` the settled rule reads, when it
-    first settled (:func:`settled`). Returns whether it solved, and whether it settled, at this
-    step."""
+    when it first solved the task, the :class:`Evaluation` the settled rule reads, and whether
+    it is settled now (:func:`settled`): ``settled_step`` is the step at which its current
+    settled stretch began, ``None`` while it is not settled. A member that leaves its plateau
+    (a Skip RNN under a budget can drift on, lose the task and recover at another rate) is
+    unsettled again, so that a run stops only while every member is settled at once. Returns
+    whether it solved, settled, and left its settled rate, at this step."""
     solved_now = bool(values.get("solved")) and member.solved_step is None
     if solved_now:
         member.solved_step, member.solved_seconds = step, seconds
     member.validations.append(
         Evaluation(step, values["updates_percent"], values["delta_u_mean"]))
     solved = values.get("solved", True)  # tasks without the paper's rule: always
-    settled_now = member.settled_step is None and settled(member, solved, has_gate, config)
-    if settled_now:
-        member.settled_step = step
-    return solved_now, settled_now
+    is_settled = settled(member, solved, has_gate, config)
+    settled_now = is_settled and member.settled_step is None
+    left_now = not is_settled and member.settled_step is not None
+    if settled_now or left_now:
+        member.settled_step = step if settled_now else None
+    return solved_now, settled_now, left_now
 
 
 def summarize(members: list[MemberRecord]) -> list[dict]:

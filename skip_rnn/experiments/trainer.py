@@ -331,7 +331,7 @@ class _TrainLoop:
         """Evaluates on validation (and on test where a member improved,
         :func:`skip_rnn.experiments.records.improved`) and records what each member reached
         (:func:`skip_rnn.experiments.records.observe`). Returns whether every member solved
-        the task, and whether every member settled."""
+        the task, and whether every member is settled now."""
         validation = self.evaluate_split(state.params, "validation")
         self.writer.write(step, "validation", self.members, validation)
         console.write(f"step {step}: validation {one_line(validation)}")
@@ -349,14 +349,18 @@ class _TrainLoop:
         has_gate = self.config.model.cell.startswith("skip_")
         seconds = time.time() - self.start_time
         for member, values in zip(members, validation, strict=True):
-            solved, settled = records.observe(member, step, values, seconds, has_gate,
-                                              self.config)
+            solved, settled, left = records.observe(member, step, values, seconds, has_gate,
+                                                    self.config)
             who = f"seed {member.seed}, λ={member.cost_per_sample:g}"
             if solved:
                 console.write(f"{who}: solved at step {step} after {seconds:.0f} s.")
             if settled:
                 console.write(f"{who}: settled at step {step} ({values['updates_percent']:.1f}%"
                               f" updates, mean Δũ {values['delta_u_mean']:.3f}).")
+            if left:
+                console.write(f"{who}: no longer settled at step {step} ("
+                              f"{values['updates_percent']:.1f}% updates, solved: "
+                              f"{bool(values.get('solved', True))}).")
         return (all(bool(v.get("solved")) for v in validation),
                 all(m.settled_step is not None for m in members))
 
