@@ -138,8 +138,10 @@ def observe(member: MemberRecord, step: int, values: dict, seconds: float, has_g
     is_settled = settled(member, solved, has_gate, config)
     settled_now = is_settled and member.settled_step is None
     left_now = not is_settled and member.settled_step is not None
-    if settled_now or left_now:
-        member.settled_step = step if settled_now else None
+    if settled_now:
+        member.settled_step = step
+    elif left_now:
+        member.settled_step = None
     return solved_now, settled_now, left_now
 
 

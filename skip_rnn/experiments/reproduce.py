@@ -106,8 +106,7 @@ def format_rows(table: int, results: list[dict]) -> str:
     variants = any(r["variant"] for r in results)  # the column of tables with variants
     columns = ["variant"] * variants + ["model", "λ", "solved" if solvable else spec.metric,
                                         "state updates", "updates, last eval", "inference FLOPs",
-                                        "paper", "runs",
-                                        "steps", "wall-clock"]
+                                        "paper", "runs", "steps", "wall-clock"]
     lines = [f"| {' | '.join(columns)} |", "|---" * len(columns) + "|"]
     for r in results:
         for row in r["summary"]:
@@ -126,8 +125,7 @@ def format_rows(table: int, results: list[dict]) -> str:
             paper = " / ".join(PAPER.get(table, {}).get((r["variant"], r["model"], lam), ("-",)))
             cells = [r["variant"]] * variants + [
                 _label(r["model"]), f"{lam:g}", result, updates, last, flops, paper,
-                str(row["runs"]),
-                _steps(r, row), f"{r['seconds'] / 60:.1f} min"]
+                str(row["runs"]), _steps(r, row), f"{r['seconds'] / 60:.1f} min"]
             lines.append(f"| {' | '.join(cells)} |")
     conventions = sorted({r["mask_padding"] for r in results if r.get("mask_padding") is not None})
     if conventions:  # a padded dataset: say how its updates were counted
