@@ -140,6 +140,17 @@ def test_reproduce_paths_and_columns_without_table_variants(tmp_path, monkeypatc
     assert with_variants.startswith("| variant | model |") and "| Ts=1ms | lstm |" in with_variants
 
 
+def test_reproduce_set_costs_per_sample_trains_and_names_those_only(tmp_path, monkeypatch,
+                                                                    capsys):
+    monkeypatch.setattr(trainer, "train_and_evaluate", _fake_result)
+    monkeypatch.setattr(sys, "argv", [*REPRODUCE[2:4], f"--workdir={tmp_path}",
+                                      "--models=skip_lstm", "--set=costs_per_sample=(0.0,)"])
+    reproduce.main()
+    printed = capsys.readouterr().out
+    assert "== Table 1 skip_lstm λ=(0.0,) -> " in printed
+    assert "| skip_lstm | 0 | 1/1 |" in printed and "| skip_lstm | 1e-05 |" not in printed
+
+
 @pytest.mark.parametrize("error, exit_code", [
     (ConfigError("{workdir} holds a checkpoint of another model."), 2),  # what was asked
     (FloatingPointError("the loss is nan at step 5 (member 0) in {workdir}."), 1),  # the run

@@ -246,7 +246,7 @@ def run_rows(table: int, selected: list[tuple[str, Row, str]], args: argparse.Na
     results = []
     for (variant, row, workdir), config in zip(selected, configs, strict=True):
         name = " ".join(filter(None, (variant, _label(row.name))))
-        print(f"== Table {table} {name} λ={row.costs} -> {workdir}")
+        print(f"== Table {table} {name} λ={tuple(config.costs_per_sample)} -> {workdir}")
         results.append(_row_result(variant, row, trainer.train_and_evaluate(config, workdir)))
     return results
 
