@@ -300,6 +300,23 @@ def test_compare_runs_draws_several_metrics_files(tmp_path):
     assert os.path.getsize(out) > 0
 
 
+def test_compare_runs_at_one_cost_draws_every_member_at_it(tmp_path, monkeypatch):
+    from skip_rnn.experiments import figures
+
+    path = tmp_path / "metrics.jsonl"
+    rows = [{"step": s, "split": "validation", "member": m, "seed": m % 2,
+             "cost_per_sample": 0.0 if m < 2 else 1e-5, "metric": 1e-3, "updates_percent": 90.0}
+            for s in (1, 2) for m in range(4)]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    drawn = []
+    monkeypatch.setattr(figures, "_save", lambda fig, out: drawn.append(fig) or out)
+    figures.compare_runs("a.png", {"ours": str(path), "theirs": str(path)}, "MSE", 0.0)
+    lines = drawn[0].axes[1].get_lines()
+    assert len(lines) == 4 and [line.get_label() for line in lines].count("ours") == 1
+    with pytest.raises(ValueError, match="no validation of a member with λ = 0.5"):
+        figures.compare_runs("b.png", {"ours": str(path)}, "MSE", 0.5)
+
+
 def test_reproduce_reports_where_the_update_rate_ended_beside_the_best_checkpoint():
     """The table's "updates, last eval" column: the members' last validation rates, mean ± std,
     even for a results.json summarized before the column existed."""

@@ -153,33 +153,55 @@ def _log_decades(ax, values: list[float]) -> None:
                     10.0 ** (np.floor(positive.max() + 0.05) + 1))
 
 
-def compare_runs(path: str, runs: dict[str, str], metric_name: str) -> str:
+def compare_runs(path: str, runs: dict[str, str], metric_name: str,
+                 cost_per_sample: float | None = None) -> str:
     """Validation metric and % updates against the training step of several runs (``runs``:
-    label -> ``metrics.jsonl``; each run's member 0), e.g. two learning-rate schedules."""
+    label -> ``metrics.jsonl``), e.g. two learning-rate schedules: each run's member 0, or with
+    ``cost_per_sample`` every member at that λ (one colour per run, one line per seed), e.g. the
+    λ = 0 members of two setups."""
     fig, (ax_metric, ax_updates) = plt.subplots(1, 2, figsize=(10, 3.5))
-    for label, metrics_path in runs.items():
+    values = []
+    for run_index, (label, metrics_path) in enumerate(runs.items()):
+        members: dict[int, list[dict]] = {}
         with open(metrics_path) as f:
-            records = [r for r in map(json.loads, f)
-                       if r["split"] == "validation" and r.get("member", 0) == 0]
-        steps = [r["step"] for r in records]
-        ax_metric.plot(steps, [r["metric"] for r in records], marker="o", label=label)
-        ax_updates.plot(steps, [r["updates_percent"] for r in records], marker="o", label=label)
+            for r in map(json.loads, f):
+                chosen = (r.get("member", 0) == 0 if cost_per_sample is None
+                          else r.get("cost_per_sample") == cost_per_sample)
+                if r["split"] == "validation" and chosen:
+                    members.setdefault(r.get("seed"), []).append(r)
+        if not members:
+            raise ValueError(f"{metrics_path}: no validation of "
+                             + ("member 0" if cost_per_sample is None
+                                else f"a member with λ = {cost_per_sample:g}") + ".")
+        for i, records in enumerate(members.values()):
+            steps = [r["step"] for r in records]
+            style = {"color": f"C{run_index % 10}", "label": label if i == 0 else None,
+                     "marker": "o" if len(steps) == 1 or cost_per_sample is None else None}
+            ax_metric.plot(steps, [r["metric"] for r in records], **style)
+            ax_updates.plot(steps, [r["updates_percent"] for r in records], **style)
+            values += [r["metric"] for r in records]
+    if metric_name == "MSE":
+        _log_decades(ax_metric, values)
     ax_metric.set(xlabel="training step", ylabel=f"validation {metric_name}")
     ax_updates.set(xlabel="training step", ylabel="state updates (%)", ylim=(0, 105))
     ax_metric.legend(fontsize=7)
     return _save(fig, path)
 
 
+
 def main() -> None:
-    """``python -m skip_rnn.experiments.figures OUT.png METRIC LABEL=metrics.jsonl ...``: draws
-    :func:`compare_runs`."""
+    """``python -m skip_rnn.experiments.figures OUT.png METRIC LABEL=metrics.jsonl ...
+    [--cost_per_sample=λ]``: draws :func:`compare_runs`."""
     import sys
 
-    if len(sys.argv) < 4 or any("=" not in a for a in sys.argv[3:]):
+    args = [a for a in sys.argv[1:] if not a.startswith("--cost_per_sample=")]
+    costs = [float(a.partition("=")[2]) for a in sys.argv[1:]
+             if a.startswith("--cost_per_sample=")]
+    if len(args) < 3 or any("=" not in a for a in args[2:]) or len(costs) > 1:
         sys.exit("usage: python -m skip_rnn.experiments.figures OUT.png METRIC "
-                 "LABEL=metrics.jsonl ...")
-    runs = dict(a.split("=", 1) for a in sys.argv[3:])
-    print(compare_runs(sys.argv[1], runs, sys.argv[2]))
+                 "LABEL=metrics.jsonl ... [--cost_per_sample=λ]")
+    runs = dict(a.split("=", 1) for a in args[2:])
+    print(compare_runs(args[0], runs, args[1], costs[0] if costs else None))
 
 
 def tradeoff(path: str, rows: list[dict], metric_name: str, title: str) -> str:
