@@ -254,3 +254,21 @@ def test_skip_cells_refuse_several_batch_axes_in_one_line():
     rngs = nnx.Rngs(0)
     with pytest.raises(ValueError, match=r"nnx.Skip: inputs must have one batch axis"):
         nnx.RNN(skip_rnn.nnx.Skip(nnx.GRUCell(F, 4, rngs=rngs), rngs=rngs))(xs)
+
+
+def test_a_stack_gives_each_layer_that_draws_its_own_key():
+    """``stack`` splits a step's key into one per layer (documented): a stack of layers that
+    draw steps as its layers stepped one by one with those keys, and runs under ``unroll``."""
+    layers = [sr.random_skip(sr.gru(4), 0.5), sr.skip(sr.gru(4), binarize="bernoulli")]
+    cell = sr.stack(layers)
+    params = cell.init(jax.random.key(0), F)
+    state, x, key = cell.initial_state(params, 64), jnp.ones((64, F)), jax.random.key(3)
+    got_state, got = cell.step(params, state, x, key)
+    keys = jax.random.split(key, len(layers))
+    for i, layer in enumerate(layers):
+        want_state, want = layer.step(params[f"layers_{i}"], state[i], x, keys[i])
+        _same(got_state[i], want_state)
+        x = want.h
+    _same(got, want)
+    _, out = sr.unroll(cell, params, _inputs(), key=jax.random.key(4))
+    assert set(np.unique(out.u)) <= {0.0, 1.0}

@@ -223,7 +223,9 @@ def stack(cells: Sequence[Cell], gate_layers: Sequence[int] = (-1,)) -> Cell:
     gate: a layer that skips copies its state, and the layer above reads that state's output.
     The stack's ``u`` is then the top layer's; each layer's :class:`skip_rnn.SkipState` counts
     its own updates (``num_updates``, with a straight-through gradient), so a budget on every
-    layer is ``λ·Σ_l mean(final_state[l].num_updates)``.
+    layer is ``λ·Σ_l mean(final_state[l].num_updates)``. A step's ``key`` is split into one per
+    layer (``jax.random.split(key, len(cells))``, layer ``l`` drawing from the ``l``-th), for
+    layers that draw (``skip(..., binarize="bernoulli")``, :func:`skip_rnn.random_skip`).
 
     Args:
       cells: the layers, bottom first.
@@ -248,9 +250,10 @@ def stack(cells: Sequence[Cell], gate_layers: Sequence[int] = (-1,)) -> Cell:
                                                                             strict=True))
 
     def step(params: Params, state: State, x: Array, key: PRNGKey | None = None):
+        keys = [None] * len(cells) if key is None else jax.random.split(key, len(cells))
         new_state = []
-        for name, cell, s in zip(names, cells, state, strict=True):
-            s, out = cell.step(params[name], s, x)
+        for name, cell, s, k in zip(names, cells, state, keys, strict=True):
+            s, out = cell.step(params[name], s, x, k)
             new_state.append(s)
             x = out.h
         return tuple(new_state), out
