@@ -101,6 +101,22 @@ def test_command_line_errors_are_one_line_exit_2():
         assert error.startswith(cases[command]), (command, error)
 
 
+@pytest.mark.parametrize("assignment, says", [
+    ("cost_per_sample=0", "reproduce: --set=cost_per_sample=0: a table's row trains its λ list, "
+                          "costs_per_sample; set that instead"),
+    ("costs_per_sample=(0.0", "reproduce: config.costs_per_sample=('(0.0',) is invalid: must "
+                              "be numbers"),
+    ("costs_per_sample=()", "reproduce: --set=costs_per_sample=(): a row needs at least one λ."),
+])
+def test_reproduce_refuses_a_lambda_it_would_not_train(assignment, says, monkeypatch, capsys):
+    monkeypatch.setattr(trainer, "train_and_evaluate", _fake_result)
+    monkeypatch.setattr(sys, "argv", [*REPRODUCE[2:], "--models=skip_lstm", f"--set={assignment}"])
+    with pytest.raises(SystemExit) as exit_:
+        reproduce.main()
+    error = capsys.readouterr().err
+    assert exit_.value.code == 2 and error.startswith(says) and error.count("\n") == 1, error
+
+
 def test_reproduce_argument_errors_are_one_line(monkeypatch, capsys):
     monkeypatch.setattr(sys, "argv", [*REPRODUCE[2:], "--models=rnn"])
     with pytest.raises(SystemExit) as exit_:

@@ -16,6 +16,7 @@ import pytest
 
 from skip_rnn.experiments import configuration, data, models, population, trainer
 from skip_rnn.experiments.checkpoints import Checkpoints
+from skip_rnn.experiments.configuration import ConfigError
 from skip_rnn.experiments.records import RunRecord
 from tests.test_training import ROOT, _leaves, tiny_config
 
@@ -80,6 +81,23 @@ def test_bad_config_is_refused_and_checkpoints_are_untouched(trained_workdir, fi
     with pytest.raises(ValueError, match=re.escape(message)):
         trainer.train_and_evaluate(config, str(trained_workdir))
     assert _tree_digest(trained_workdir) == before
+
+
+@pytest.mark.parametrize("field, value, message", [
+    # what a malformed tuple flag gives: --config.costs_per_sample='(0.0' parses to ('(0.0',)
+    ("costs_per_sample", ("(0.0",), "config.costs_per_sample=('(0.0',) is invalid: must be "
+                                    "numbers, all >= 0"),
+    ("eval_every", 0, "config.eval_every=0 is invalid: must be > 0, or 0 for once per epoch "
+                      "of a dataset (the synthetic tasks have no epochs)"),
+    ("num_train_steps", 0, "config.num_train_steps=0 is invalid: must be > 0, or num_epochs > 0 "
+                           "with a dataset"),
+])
+def test_values_a_synthetic_task_cannot_use_are_refused_before_training(field, value, message):
+    config = tiny_config("adding")
+    config.num_epochs = 3
+    _set(config, field, value)
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        configuration.check_config(config, num_devices=1)
 
 
 def test_batch_not_divisible_by_devices_is_refused():

@@ -125,6 +125,7 @@ def mesh_shape(config: ml_collections.ConfigDict, num_devices: int) -> tuple[int
 def check_config(config: ml_collections.ConfigDict, num_devices: int) -> None:
     """Rejects nonsensical values before any data is read, naming the field."""
     members, batch_devices = num_members(config), mesh_shape(config, num_devices)[1]
+    synthetic = config.task in data.base.SYNTHETIC
     devices = (f"divisible by the number of devices ({num_devices})"
                if batch_devices == num_devices
                else f"divisible by the devices each member's batch is split over ({batch_devices})")
@@ -141,7 +142,8 @@ def check_config(config: ml_collections.ConfigDict, num_devices: int) -> None:
          " | ".join(REGRESSION_LOSSES)),
         ("budget_loss", config.budget_loss in BUDGET_LOSSES, f"one of {BUDGET_LOSSES}"),
         ("cost_per_sample", config.cost_per_sample >= 0, ">= 0"),
-        ("costs_per_sample", all(c >= 0 for c in config.costs_per_sample), "all >= 0"),
+        ("costs_per_sample", all(_is_number(c) and c >= 0 for c in config.costs_per_sample),
+         "numbers, all >= 0 (empty: cost_per_sample alone)"),
         ("num_seeds", config.num_seeds > 0, "> 0"),
         ("learning_rate", config.learning_rate > 0, "> 0"),
         ("lr_schedule", config.lr_schedule in ("constant", "cosine"), "constant | cosine"),
@@ -165,10 +167,12 @@ def check_config(config: ml_collections.ConfigDict, num_devices: int) -> None:
          f"> 0 and {devices}"),
         ("eval_batch_size", config.eval_batch_size > 0
          and config.eval_batch_size % batch_devices == 0, f"> 0 and {devices}"),
-        ("num_train_steps", config.num_train_steps > 0 or config.num_epochs > 0,
-         "> 0, or num_epochs > 0"),
+        ("num_train_steps", config.num_train_steps > 0
+         or (config.num_epochs > 0 and not synthetic),
+         "> 0, or num_epochs > 0 with a dataset (the synthetic tasks have no epochs)"),
         ("max_train_seconds", config.max_train_seconds >= 0, ">= 0 (0: no limit)"),
-        ("eval_every", config.eval_every >= 0, ">= 0 (0: once per epoch)"),
+        ("eval_every", config.eval_every > 0 or (config.eval_every == 0 and not synthetic),
+         "> 0, or 0 for once per epoch of a dataset (the synthetic tasks have no epochs)"),
         ("data.mask_padding", config.task != "charades" or config.data.mask_padding,
          "True for a per-frame task (its padding would be scored as frames without actions)"),
         ("checkpoint_every", config.checkpoint_every > 0, "> 0"),
@@ -233,3 +237,8 @@ def _flatten(tree: dict, prefix: str = "") -> list[tuple[str, object]]:
         else:
             items.append((f"{prefix}{key}", value))
     return items
+
+
+def _is_number(value) -> bool:
+    """An int or a float, not a bool (nor a string a malformed tuple flag left)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool)

@@ -58,7 +58,13 @@ def row_config(table: int, variant: str, row: Row, args: argparse.Namespace
     if args.data_dir:
         config.data.dir = args.data_dir
     for assignment in args.set:
+        if assignment.partition("=")[0] == "cost_per_sample":  # the row's costs_per_sample wins
+            raise configuration.ConfigError(
+                f"--set={assignment}: a table's row trains its λ list, costs_per_sample; "
+                "set that instead, e.g. --set='costs_per_sample=(0.0,)'.")
         set_value(config, assignment)
+    if not config.costs_per_sample:
+        raise configuration.ConfigError("--set=costs_per_sample=(): a row needs at least one λ.")
     return config
 
 

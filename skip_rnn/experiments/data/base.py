@@ -74,6 +74,8 @@ class TaskData(NamedTuple):
 
 
 TASKS = ("adding", "frequency", "mnist", "imdb", "ucf101", "charades")
+# Generated in-process, endless: no epochs (``steps_per_epoch`` is None).
+SYNTHETIC = ("adding", "frequency")
 
 
 def load(config: ml_collections.ConfigDict) -> TaskData:
