@@ -128,17 +128,22 @@ def test_stop_when_settled_stops_once_the_gate_holds_still(tmp_path, mnist_dir):
     config.settle_delta_u, config.cost_per_sample = 0.01, 1e-4  # a budget, not yet skipping
     results = trainer.train_and_evaluate(config, str(tmp_path / "budget"))
     assert results["steps"] == 20 and results["members"][0]["settled_step"] is None
+    assert results["total_steps"] == 20  # the cap, which reproduce's "steps" column reads
 
 
 def test_reproduce_says_settled_cap_or_neither():
     from skip_rnn.experiments.reproduce import _steps
 
-    result = {"steps": 30000, "stop_when_settled": True, "num_train_steps": 30000}
+    # total_steps: the trainer's cap, config.num_train_steps or num_epochs x steps per epoch
+    result = {"steps": 30000, "stop_when_settled": True, "total_steps": 30000}
     assert _steps({**result, "steps": 14500}, {"settled": 4, "runs": 4}) == "14,500, settled"
     assert _steps(result, {"settled": 3, "runs": 4}) == "30,000, cap"
     assert _steps({**result, "steps": 9000}, {"settled": 3, "runs": 4}) == (
         "9,000, not settled yet")  # stopped by a time limit
     assert _steps({**result, "stop_when_settled": False}, {"settled": 0, "runs": 4}) == "30,000"
+    # without the rule, a row is not called settled (a plain cell on a task without a solved
+    # rule counts as settled at its first evaluation)
+    assert _steps({**result, "stop_when_settled": False}, {"settled": 4, "runs": 4}) == "30,000"
 
 
 @pytest.fixture(scope="module")

@@ -150,11 +150,11 @@ def _steps(result: dict, row: dict) -> str:
     """Steps trained, and with ``stop_when_settled`` whether every member of the row settled,
     the run reached its step cap first, or it was stopped before either (a time limit)."""
     steps = f"{result['steps']:,}"
-    if row.get("settled") == row["runs"]:
-        return f"{steps}, settled"
     if not result.get("stop_when_settled"):
         return steps
-    capped = result["steps"] >= result.get("num_train_steps", 0) > 0
+    if row.get("settled") == row["runs"]:
+        return f"{steps}, settled"
+    capped = result["steps"] >= result.get("total_steps", 0) > 0
     return f"{steps}, {'cap' if capped else 'not settled yet'}"
 
 
@@ -278,7 +278,7 @@ def _row_result(variant: str, row: Row, result: dict) -> dict:
             "seconds": result["seconds"], "steps": result["steps"],
             "mask_padding": result["config"]["data"].get("mask_padding"),
             "stop_when_settled": result["config"].get("stop_when_settled"),
-            "num_train_steps": result["config"].get("num_train_steps", 0)}
+            "total_steps": result.get("total_steps", result["config"].get("num_train_steps", 0))}
 
 
 def write_table(table: int, task: str, results: list[dict], markdown: str, workdir: str

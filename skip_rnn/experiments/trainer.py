@@ -146,7 +146,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     finally:
         checkpoints.close()
         writer.close()
-    results = {**loop.record.to_json(), "steps": int(state.step),
+    results = {**loop.record.to_json(), "steps": int(state.step), "total_steps": total_steps,
                "summary": records.summarize(loop.record.members)}
     best = multihost_utils.process_allgather(loop.best_params, tiled=True)  # every process
     if primary:
