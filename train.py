@@ -42,7 +42,8 @@ flags.DEFINE_string("workdir", None, "Checkpoints, metrics and figures go here (
 flags.DEFINE_bool("show_config", False, "Print every config key, its value and meaning; exit.")
 flags.DEFINE_bool("figures_only", False, "Only redraw the figures from the workdir's best "
                   "checkpoint (e.g. of a run stopped early), then exit.")
-flags.DEFINE_integer("member", 0, "With --figures_only: which population member to draw.")
+flags.DEFINE_integer("member", None, "With --figures_only: which population member to draw "
+                     "(default: the one training draws, the first seed of the largest λ).")
 flags.DEFINE_bool("verbose", False, "Show the tracebacks of errors said in one line, and "
                   "orbax's warnings.")
 flags.DEFINE_string("coordinator_address", None, "Multi-process run: HOST:PORT of process 0, "

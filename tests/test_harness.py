@@ -379,5 +379,17 @@ def test_figures_of_a_run_stopped_before_its_first_best_come_from_latest(tmp_pat
     monkeypatch.setattr(figures, "write_all",
                         lambda *args: titles.append(args[-1]) or write_all(*args))
     paths = trainer.redraw_figures(config, str(tmp_path))
-    assert titles == ["latest checkpoint, step 2 (no best yet)"]
+    assert titles == ["latest checkpoint, step 2 (no best yet), seed 0, λ=1e-05"]
     assert paths and all(os.path.getsize(p) > 0 for p in paths)
+
+
+def test_figures_show_the_first_seed_of_the_largest_cost():
+    """A Table 1 skip row, λ in (0, 1e-5) x seeds (0, 1): its figures are of seed 0 at 1e-5,
+    the member whose skips the paper's figures show, not member 0 (λ = 0)."""
+    from skip_rnn.experiments.records import MemberRecord, RunRecord
+
+    members = [MemberRecord(seed, cost) for cost in (0.0, 1e-5) for seed in (0, 1)]
+    record = RunRecord({}, members, 0.0)
+    assert trainer.figure_member(record) == 2
+    assert trainer._best_title(record, 2) == "initial parameters, seed 0, λ=1e-05"
+

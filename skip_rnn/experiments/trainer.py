@@ -150,14 +150,16 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
                "summary": records.summarize(loop.record.members)}
     best = multihost_utils.process_allgather(loop.best_params, tiled=True)  # every process
     if primary:
-        _write_results(workdir, config, task, cell, results, _best_title(loop.record, 0),
-                       jax.tree.map(lambda leaf: leaf[0], best))
+        shown = figure_member(loop.record)
+        _write_results(workdir, config, task, cell, results, _best_title(loop.record, shown),
+                       jax.tree.map(lambda leaf: leaf[shown], best))
     return results
 
 
 def _write_results(workdir: str, config: ml_collections.ConfigDict, task: TaskData, cell: Cell,
                    results: dict, title: str, best: Params) -> None:
-    """``results.json``, the figures of member 0's ``best`` parameters, the summary."""
+    """``results.json``, the figures of one member's ``best`` parameters
+    (:func:`figure_member`), the summary."""
     path = os.path.join(workdir, "results.json")
     with open(path, "w") as f:
         json.dump(results, f, indent=2, default=str)
@@ -165,17 +167,18 @@ def _write_results(workdir: str, config: ml_collections.ConfigDict, task: TaskDa
     print(summary(results, task.num_outputs == 1, [path, *paths]))
 
 
-def redraw_figures(config: ml_collections.ConfigDict, workdir: str, member: int = 0
+def redraw_figures(config: ml_collections.ConfigDict, workdir: str, member: int | None = None
                    ) -> list[str]:
-    """Draws the figures of ``workdir``'s best checkpoint (of one population member), e.g. of
-    a run that was stopped before its end, and the training curves so far; before the run's
-    first ``best/``, its ``latest/`` (said in the figures' titles)."""
+    """Draws the figures of ``workdir``'s best checkpoint (of one population member: ``None``,
+    the one training draws, :func:`figure_member`), e.g. of a run that was stopped before its
+    end, and the training curves so far; before the run's first ``best/``, its ``latest/``
+    (said in the figures' titles)."""
     workdir = os.path.abspath(workdir)
     config = resolve(config)
     task = data.load(config)
     cell = models.make_cell(config.model)
     members = population(config)
-    if not 0 <= member < len(members):
+    if member is not None and not 0 <= member < len(members):
         raise ConfigError(f"--member={member} is invalid: the run has members 0 .. "
                           f"{len(members) - 1}.")
     like = init_population(cell, task, members, config.model.init, config.model.param_dtype)
@@ -193,18 +196,31 @@ def redraw_figures(config: ml_collections.ConfigDict, workdir: str, member: int 
         raise FileNotFoundError(f"{workdir} holds no checkpoint to draw (neither best/ nor "
                                 "latest/): train first.")
     tree, record = restored
+    member = figure_member(record) if member is None else member
     if "params" in tree:
         params, title = tree["params"], _best_title(record, member)
     else:
         state = TrainState(*tree["state"])
-        params, title = state.params, f"latest checkpoint, step {int(state.step):,} (no best yet)"
+        m = record.members[member]
+        params, title = state.params, (f"latest checkpoint, step {int(state.step):,} (no best "
+                                       f"yet), seed {m.seed}, λ={m.cost_per_sample:g}")
     chosen = jax.tree.map(lambda leaf: leaf[member], params)
     return figures.write_all(workdir, config, task, cell, chosen, title)
 
 
+def figure_member(record: RunRecord) -> int:
+    """The member whose figures a run draws: the first seed of its largest λ (a Table 1 skip
+    row's λ = 1e-5, whose skips the paper's figures show, not its λ = 0)."""
+    members = record.members
+    return max(range(len(members)), key=lambda i: (members[i].cost_per_sample, -members[i].seed))
+
+
 def _best_title(record: RunRecord, member: int) -> str:
-    best = record.members[member].best
-    return "initial parameters" if best is None else f"best checkpoint, step {best['step']:,}"
+    """Which parameters drew a figure: the member's best checkpoint, with its seed and λ."""
+    m = record.members[member]
+    source = ("initial parameters" if m.best is None
+              else f"best checkpoint, step {m.best['step']:,}")
+    return f"{source}, seed {m.seed}, λ={m.cost_per_sample:g}"
 
 
 class _TrainLoop:
