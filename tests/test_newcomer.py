@@ -247,3 +247,20 @@ def test_docs_document_the_mnist_mirror_and_configs():
     for text in ("--config.data.url=", mnist.URL, "configs/mnist_fast.py",
                  "128,400 steps"):
         assert text in DOCS["experiments.md"], text
+
+
+def test_charades_is_drawn_and_reported_as_map(tmp_path, monkeypatch):
+    from skip_rnn.experiments import figures, metrics
+    from skip_rnn.experiments.data import TaskData
+
+    drawn = []
+    monkeypatch.setattr(figures, "tradeoff", lambda *args: drawn.append(args))
+    row = {"cost_per_sample": 0.0, "metric": {"mean": 0.088, "std": 0.002},
+           "updates_percent": {"mean": 50.0, "std": 1.0}}
+    reproduce.write_table(6, "charades", [{"variant": "", "model": "lstm", "summary": [row]}],
+                          "| table |", str(tmp_path))
+    _, points, name, _ = drawn[0]
+    assert name == "mAP (%)" and points[0]["metric"] == pytest.approx({"mean": 8.8, "std": 0.2})
+    task = TaskData(None, {}, 1, 157, per_step=True)
+    assert metrics.metric_name(task) == "mAP"
+    assert metrics.metric_name(task._replace(num_outputs=1, per_step=False)) == "MSE"

@@ -25,6 +25,7 @@ import matplotlib.ticker  # noqa: E402
 import numpy as np  # noqa: E402
 
 from skip_rnn.experiments import models  # noqa: E402
+from skip_rnn.experiments.metrics import metric_name  # noqa: E402
 
 
 def write_all(workdir: str, config, task, cell, params, source: str = "") -> list[str]:
@@ -40,7 +41,7 @@ def write_all(workdir: str, config, task, cell, params, source: str = "") -> lis
     title = f"{config.task}, {source}" if source else config.task
     paths = [updates_raster(os.path.join(workdir, "updates.png"), u, title),
              curves(os.path.join(workdir, "curves.png"), os.path.join(workdir, "metrics.jsonl"),
-                    "MSE" if task.num_outputs == 1 else "accuracy")]
+                    metric_name(task))]
     if config.task in ("adding", "frequency"):
         values = np.asarray(batch.inputs)[..., 0]
         markers = np.asarray(batch.inputs)[..., 1] if config.task == "adding" else None

@@ -135,9 +135,15 @@ def banner(config, members: list, total_steps: int, start_step: int, workdir: st
     return "\n".join(lines)
 
 
-def summary(results: dict, regression: bool, paths: list[str]) -> str:
-    """The final report: each member's best (validation and test), and where the files are."""
-    name = "MSE" if regression else "accuracy"
+def metric_name(task) -> str:
+    """What a task's metric is (a :class:`~skip_rnn.experiments.data.TaskData`): ``"MSE"`` for
+    regression, ``"mAP"`` for per-step labels (Charades), ``"accuracy"`` otherwise."""
+    return "MSE" if task.num_outputs == 1 else "mAP" if task.per_step else "accuracy"
+
+
+def summary(results: dict, name: str, paths: list[str]) -> str:
+    """The final report: each member's best (validation and test ``name``, :func:`metric_name`),
+    and where the files are."""
     lines = [f"Done: {results['steps']:,} steps in {_duration(results['seconds'])}."]
     for m, member in enumerate(results["members"]):
         who = f"member {m} (seed {member['seed']}, λ={member['cost_per_sample']:g})"

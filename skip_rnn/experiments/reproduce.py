@@ -288,11 +288,14 @@ def write_table(table: int, task: str, results: list[dict], markdown: str, workd
         f.write(markdown + "\n")
     with open(os.path.join(workdir, f"table{table}.json"), "w") as f:
         json.dump(results, f, indent=2)
-    points = [{**row, "label": " ".join(filter(None, (r["variant"], r["model"],
-                                                      f"λ={row['cost_per_sample']:g}")))}
+    spec = TABLES[table]
+    scale = 100.0 if spec.metric == "mAP (%)" else 1.0  # as format_rows prints it
+    points = [{**row, "metric": {k: scale * v for k, v in row["metric"].items()},
+               "label": " ".join(filter(None, (r["variant"], r["model"],
+                                               f"λ={row['cost_per_sample']:g}")))}
               for r in results for row in r["summary"]]
     figures.tradeoff(os.path.join(workdir, f"table{table}.png"), points,
-                     "MSE" if task == "adding" else "accuracy",
+                     "MSE" if task == "adding" else spec.metric,
                      f"Table {table} ({task}): mean ± std over seeds")
 
 

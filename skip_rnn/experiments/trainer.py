@@ -47,6 +47,7 @@ from skip_rnn.experiments.metrics import (
     NullWriter,
     banner,
     mean,
+    metric_name,
     one_line,
     summary,
 )
@@ -164,7 +165,7 @@ def _write_results(workdir: str, config: ml_collections.ConfigDict, task: TaskDa
     with open(path, "w") as f:
         json.dump(results, f, indent=2, default=str)
     paths = figures.write_all(workdir, config, task, cell, best, title)
-    print(summary(results, task.num_outputs == 1, [path, *paths]))
+    print(summary(results, metric_name(task), [path, *paths]))
 
 
 def redraw_figures(config: ml_collections.ConfigDict, workdir: str, member: int | None = None
