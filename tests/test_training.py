@@ -215,6 +215,18 @@ def test_reproduce_prints_the_table_in_the_papers_form(tmp_path, monkeypatch, ca
     assert f"| {flops:.2e} |" in table
     assert (tmp_path / "table1.png").stat().st_size > 0
     assert "row left out" in capsys.readouterr().out  # the rows not run are named
+    monkeypatch.setattr(sys, "argv", [
+        "reproduce", "--table=1", f"--workdir={tmp_path}", "--collect", "--models=skip_gru"])
+    reproduce.main()  # some rows: printed, the whole table's files left as they are
+    assert (tmp_path / "table1.md").read_text() == table
+    assert "Some rows only: printed, not written" in capsys.readouterr().out
+    old = tmp_path / "gru_pskip0.5" / "results.json"
+    old.write_text(json.dumps({**json.loads(old.read_text()), "version": 0}))
+    monkeypatch.setattr(sys, "argv", [
+        "reproduce", "--table=1", f"--workdir={tmp_path}", "--collect"])
+    reproduce.main()
+    assert (f"-- {old} was written by an earlier version of skip-rnn: row left out"
+            in capsys.readouterr().out)
     for wrong in (["--models=rnn"], ["--variants=Ts=2ms"], ["--collect", "--workdir=nowhere"]):
         monkeypatch.setattr(sys, "argv", ["reproduce", "--table=1", "--workdir=x", *wrong])
         with pytest.raises(SystemExit):

@@ -11,7 +11,8 @@ in tables without variants); rerunning resumes. The table is printed and written
 against state updates in ``<workdir>/table<N>.png``. Every row's config is checked before the
 first row trains; errors in what was asked print one line and exit 2. Rows can also run as
 separate commands (``--models``, ``--variants``), which print their rows only; ``--collect``
-then prints and writes the whole table from the rows' ``results.json``.
+then prints and writes the whole table from the rows' ``results.json`` (with ``--models`` or
+``--variants``, it prints those rows only).
 On one GPU run them one after another: processes side by side each run ≈10x slower.
 """
 
@@ -235,11 +236,13 @@ def main() -> None:
                      f"{args.workdir!r}")
     markdown = format_rows(args.table, results)
     print(markdown)
-    if args.collect or not (args.models or args.variants):
+    table_files = f"{os.path.join(args.workdir, f'table{args.table}')}.*"
+    if not (args.models or args.variants):
         write_table(args.table, task, results, markdown, args.workdir)
+    elif args.collect:  # a subset would overwrite the whole table
+        print(f"Some rows only: printed, not written; `--collect` alone writes {table_files}")
     else:  # rows run side by side would overwrite each other's files
-        print(f"Rows run separately: `--collect` writes "
-              f"{os.path.join(args.workdir, f'table{args.table}')}.*")
+        print(f"Rows run separately: `--collect` writes {table_files}")
 
 
 def run_rows(table: int, selected: list[tuple[str, Row, str]], args: argparse.Namespace
@@ -266,13 +269,19 @@ def collect_rows(selected: list[tuple[str, Row, str]]) -> list[dict]:
             print(f"-- no {path}: row left out")
             continue
         with open(path) as f:
-            results.append(_row_result(variant, row, json.load(f)))
+            result = json.load(f)
+        try:
+            results.append(_row_result(variant, row, result))
+        except configuration.ConfigError:
+            print(f"-- {path} was written by an earlier version of skip-rnn: row left out "
+                  "(train the row again to include it)")
     return results
 
 
 def _row_result(variant: str, row: Row, result: dict) -> dict:
     """A row of the table from its run's ``results.json``, summarized again from the members
-    (a row trained by an earlier release gets the columns added since)."""
+    (so that a row summarized before a column was added gets it). Raises
+    :class:`configuration.ConfigError` for a record of an earlier version."""
     members = records.RunRecord.from_json(result, "results.json").members
     return {"variant": variant, "model": row.name, "summary": records.summarize(members),
             "seconds": result["seconds"], "steps": result["steps"],
