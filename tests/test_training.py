@@ -168,11 +168,14 @@ def test_missing_dataset_fails_fast_with_how_to(tmp_path):
             trainer.train_and_evaluate(tiny_config(name, **overrides), str(tmp_path / "work"))
 
 
-def test_population_members_equal_runs_alone(tmp_path):
+@pytest.mark.parametrize("cell, p_skip", [("skip_gru", 0.0), ("gru", 0.5)])
+def test_population_members_equal_runs_alone(tmp_path, cell, p_skip):
+    """Member (seed 1, λ = 1e-2) of a population trains and evaluates as a run of that seed
+    alone; with random skips (p_skip), it draws its own masks in training and evaluation."""
     config = tiny_config("frequency")
     config.num_seeds = 2
     config.costs_per_sample = (0.0, 1e-2)
-    config.model.cell = "skip_gru"
+    config.model.cell, config.model.p_skip = cell, p_skip
     results = trainer.train_and_evaluate(config, str(tmp_path / "population"))
     members = results["members"]
     assert [(m["seed"], m["cost_per_sample"]) for m in members] == [
@@ -180,7 +183,7 @@ def test_population_members_equal_runs_alone(tmp_path):
     assert [row["runs"] for row in results["summary"]] == [2, 2]
     population = _leaves(tmp_path / "population")
     alone_config = tiny_config("frequency")
-    alone_config.model.cell = "skip_gru"
+    alone_config.model.cell, alone_config.model.p_skip = cell, p_skip
     alone_config.seed, alone_config.cost_per_sample = 1, 1e-2
     alone = trainer.train_and_evaluate(alone_config, str(tmp_path / "alone"))["members"][0]
     for key, value in alone["best"]["test"].items():

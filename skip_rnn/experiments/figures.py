@@ -19,23 +19,26 @@ import os
 import matplotlib
 
 matplotlib.use("Agg")
-import jax  # noqa: E402
 import matplotlib.pyplot as plt  # noqa: E402
 import matplotlib.ticker  # noqa: E402
 import numpy as np  # noqa: E402
 
-from skip_rnn.experiments import models  # noqa: E402
+from skip_rnn.experiments import models, steps  # noqa: E402
 from skip_rnn.experiments.metrics import metric_name  # noqa: E402
 
 
-def write_all(workdir: str, config, task, cell, params, source: str = "") -> list[str]:
+def write_all(workdir: str, config, task, cell, params, source: str = "",
+              seed: int | None = None) -> list[str]:
     """Draws the task's figures for ``config.num_figure_examples`` validation sequences;
-    ``source`` says which parameters drew them (e.g. "best checkpoint, step 14,000")."""
+    ``source`` says which parameters drew them (e.g. "best checkpoint, step 14,000"); random
+    gates draw as the evaluation's first batch does for the member of ``seed`` (default
+    ``config.seed``)."""
     n = config.num_figure_examples
     if n <= 0:
         return []
     batch = task.eval_sets["validation"].slice(0, n)
-    key = jax.random.key(config.seed + 2) if models.stochastic(config.model) else None
+    seed = config.seed if seed is None else seed
+    key = steps.eval_key(seed, 0) if models.stochastic(config.model) else None
     _, out = models.apply(cell, params, batch.inputs, batch.lengths, key=key)
     u = np.asarray(out.u)
     title = f"{config.task}, {source}" if source else config.task

@@ -89,11 +89,9 @@ def make_steps(cell: Cell, config: ml_collections.ConfigDict, task: TaskData,
             state.params, state.opt_state, batch, seeds, costs, state.step)
         return TrainState(state.step + 1, params, opt_state), metrics
 
-    def member_eval(params, batch: Batch, batch_index):
-        # Random gates draw from a fixed key per evaluation batch: repeatable numbers.
-        key = jax.random.fold_in(jax.random.key(config.seed + 2), batch_index)
-        predictions, out = models.apply(cell, params, batch.inputs, batch.lengths,
-                                        key=key if models.stochastic(config.model) else None,
+    def member_eval(params, batch: Batch, batch_index, seed):
+        key = eval_key(seed, batch_index) if models.stochastic(config.model) else None
+        predictions, out = models.apply(cell, params, batch.inputs, batch.lengths, key=key,
                                         per_step=task.per_step,
                                         scan_unroll=models.scan_unroll(config.model))
         predictions = predictions.astype(jnp.float32)
@@ -103,9 +101,18 @@ def make_steps(cell: Cell, config: ml_collections.ConfigDict, task: TaskData,
         return {**per_example, **scores, "updates": jnp.sum(out.u, axis=1),
                 "delta_u": jnp.sum(out.delta_u, axis=1)}
 
-    eval_step = jax.jit(jax.vmap(member_eval, in_axes=(0, None, None)),
+    eval_members = jax.vmap(member_eval, in_axes=(0, None, None, 0))
+    eval_step = jax.jit(lambda params, batch, batch_index: eval_members(params, batch,
+                                                                        batch_index, seeds),
                         out_shardings=replicated)
     return tx, train_step, eval_step
+
+
+def eval_key(seed, batch_index) -> jax.Array:
+    """The key that random gates (``p_skip``, ``binarize="bernoulli"``) draw from at evaluation
+    batch ``batch_index`` of the member of ``seed``: fixed, so that evaluations repeat, and the
+    member's own, so that each seed draws its own masks, as a lone run of that seed does."""
+    return jax.random.fold_in(jax.random.key(seed + 2), batch_index)
 
 
 def num_train_steps(config: ml_collections.ConfigDict, task: TaskData) -> int:

@@ -153,18 +153,19 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     if primary:
         shown = figure_member(loop.record)
         _write_results(workdir, config, task, cell, results, _best_title(loop.record, shown),
-                       jax.tree.map(lambda leaf: leaf[shown], best))
+                       jax.tree.map(lambda leaf: leaf[shown], best),
+                       loop.record.members[shown].seed)
     return results
 
 
 def _write_results(workdir: str, config: ml_collections.ConfigDict, task: TaskData, cell: Cell,
-                   results: dict, title: str, best: Params) -> None:
+                   results: dict, title: str, best: Params, seed: int) -> None:
     """``results.json``, the figures of one member's ``best`` parameters
-    (:func:`figure_member`), the summary."""
+    (:func:`figure_member`, of ``seed``), the summary."""
     path = os.path.join(workdir, "results.json")
     with open(path, "w") as f:
         json.dump(results, f, indent=2, default=str)
-    paths = figures.write_all(workdir, config, task, cell, best, title)
+    paths = figures.write_all(workdir, config, task, cell, best, title, seed)
     print(summary(results, metric_name(task), [path, *paths]))
 
 
@@ -206,7 +207,8 @@ def redraw_figures(config: ml_collections.ConfigDict, workdir: str, member: int 
         params, title = state.params, (f"latest checkpoint, step {int(state.step):,} (no best "
                                        f"yet), seed {m.seed}, λ={m.cost_per_sample:g}")
     chosen = jax.tree.map(lambda leaf: leaf[member], params)
-    return figures.write_all(workdir, config, task, cell, chosen, title)
+    return figures.write_all(workdir, config, task, cell, chosen, title,
+                             record.members[member].seed)
 
 
 def figure_member(record: RunRecord) -> int:
