@@ -151,8 +151,9 @@ def check_number(caller: str, name: str, value: Any, *, integer: bool = False,
 
     The one checker of sizes, counts and rates. ``integer``: a Python or NumPy integer (a count
     or size; ``bool`` and floats refused), else any real number or array of them (a rate, a
-    cost; NaN refused). Concrete values must lie in ``[low, high)`` (either bound optional);
-    traced values (under ``jax.jit``) pass unchecked.
+    cost; NaN refused). Concrete values must lie in ``[low, high)`` (either bound optional).
+    A traced rate or cost (under ``jax.jit``, e.g. one per population member) passes unchecked;
+    a count or size must be concrete (it shapes arrays), so ``integer`` refuses a tracer.
 
     Raises:
       ValueError: naming ``caller``, ``name`` and ``value``.
