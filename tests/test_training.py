@@ -351,3 +351,18 @@ def test_reproduce_reports_where_the_update_rate_ended_beside_the_best_checkpoin
     table = reproduce.format_rows(1, [result])
     assert "| state updates | updates, last eval |" in table.splitlines()[0]
     assert "| 50.0% ± 0.0% | 70.0% ± 10.0% |" in table
+
+
+def test_the_updates_figure_greys_padding_and_counts_real_steps(monkeypatch):
+    from skip_rnn.experiments import figures
+
+    drawn = []
+    monkeypatch.setattr(figures, "_save", lambda fig, path: drawn.append(fig) or path)
+    u = np.array([[1.0, 0.0, 1.0, 0.0], [1.0, 1.0, 0.0, 0.0]])  # the zeros past 3 and 2: padding
+    figures.updates_raster("u.png", u, "imdb", lengths=np.array([3, 2]))
+    ax = drawn[0].axes[0]
+    assert ax.get_title() == "imdb: 80.0% updates, padding grey"  # 4 of 5 real steps
+    shown = ax.get_images()[0].get_array()
+    assert shown.mask.tolist() == [[False, False, False, True], [False, False, True, True]]
+    figures.updates_raster("u.png", u, "adding")
+    assert drawn[1].axes[0].get_title() == "adding: 50.0% updates"

@@ -42,7 +42,7 @@ def write_all(workdir: str, config, task, cell, params, source: str = "",
     _, out = models.apply(cell, params, batch.inputs, batch.lengths, key=key)
     u = np.asarray(out.u)
     title = f"{config.task}, {source}" if source else config.task
-    paths = [updates_raster(os.path.join(workdir, "updates.png"), u, title),
+    paths = [updates_raster(os.path.join(workdir, "updates.png"), u, title, batch.lengths),
              curves(os.path.join(workdir, "curves.png"), os.path.join(workdir, "metrics.jsonl"),
                     metric_name(task))]
     if config.task in ("adding", "frequency"):
@@ -97,16 +97,23 @@ def used_pixels(path: str, pixels: np.ndarray, u: np.ndarray, title: str = "") -
     return _save(fig, path)
 
 
-def updates_raster(path: str, u: np.ndarray, title: str) -> str:
-    """Each sequence's update gates over time, with a colour key and the % of updates."""
+def updates_raster(path: str, u: np.ndarray, title: str, lengths: np.ndarray | None = None
+                   ) -> str:
+    """Each sequence's update gates ``u`` ``[B, T]`` over time, with a colour key and the % of
+    updates; with ``lengths`` ``[B]``, the padding past each length grey and left out of the %
+    (as the evaluation counts masked padding)."""
+    valid = np.ones(u.shape, bool) if lengths is None else (
+        np.arange(u.shape[1]) < np.asarray(lengths)[:, None])
     fig, ax = plt.subplots(figsize=(8, 0.4 * len(u) + 1.2))
-    image = ax.imshow(u, aspect="auto", cmap="coolwarm", vmin=0, vmax=1,
+    cmap = matplotlib.colormaps["coolwarm"].with_extremes(bad="lightgrey")
+    image = ax.imshow(np.where(valid, u, np.nan), aspect="auto", cmap=cmap, vmin=0, vmax=1,
                       interpolation="nearest")
     key = fig.colorbar(image, ax=ax, ticks=[0, 1], fraction=0.05)
     key.ax.set_yticklabels(["skip", "update"])
     ax.set_xlabel("time step")
     ax.set_ylabel("sequence")
-    ax.set_title(f"{title}: {100 * u.mean():.1f}% updates")
+    padding = ", padding grey" if not valid.all() else ""
+    ax.set_title(f"{title}: {100 * u[valid].mean():.1f}% updates{padding}")
     return _save(fig, path)
 
 
