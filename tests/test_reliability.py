@@ -6,6 +6,7 @@ import hashlib
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -438,3 +439,19 @@ def test_a_full_disk_in_orbax_is_one_line_and_exit_1_and_the_same_command_resume
     assert rerun.returncode == 0, rerun.stderr
     assert "Steps 2 -> 4 (resuming)" in rerun.stdout
     assert sorted(os.listdir(tmp_path / "latest")) == ["2", "4"]  # the temporary one removed
+
+
+def test_reproduce_refuses_a_row_whose_workdir_holds_another_run_before_any_row_trains(
+        trained_workdir, tmp_path, monkeypatch, capsys):
+    from skip_rnn.experiments import reproduce
+
+    shutil.copytree(trained_workdir, tmp_path / "skip_lstm")  # a run of another config
+    trained = []
+    monkeypatch.setattr(trainer, "train_and_evaluate", lambda config, workdir: trained.append(1))
+    monkeypatch.setattr(sys, "argv", ["reproduce", "--table=1", f"--workdir={tmp_path}",
+                                      "--models=lstm,skip_lstm"])  # lstm would train first
+    with pytest.raises(SystemExit) as exit_:
+        reproduce.main()
+    error = capsys.readouterr().err
+    assert exit_.value.code == 2 and not trained
+    assert f"{tmp_path / 'skip_lstm'} holds a run made with another config" in error

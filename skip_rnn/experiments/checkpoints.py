@@ -113,7 +113,14 @@ class Checkpoints:
     def check(self, config: ml_collections.ConfigDict, like_params) -> None:
         """Refuses, before orbax reads any array, a workdir whose checkpoints were made with a
         config that differs from ``config`` in more than the keys a resume may change
-        (:data:`skip_rnn.experiments.configuration.RESUMABLE`), or that hold another model."""
+        (:meth:`check_config`), or that hold another model (:meth:`check_model`)."""
+        self.check_config(config)
+        self.check_model(like_params)
+
+    def check_config(self, config: ml_collections.ConfigDict) -> None:
+        """Refuses a workdir whose checkpoints were made with a config that differs from
+        ``config`` in more than the keys a resume may change
+        (:data:`skip_rnn.experiments.configuration.RESUMABLE`); reads the run records only."""
         for manager in (self.latest, self.best):
             saved = self.record(manager)
             if saved is None:
@@ -124,7 +131,6 @@ class Checkpoints:
                     f"{os.path.dirname(manager.directory)} holds a run made with another config "
                     f"({'; '.join(changes)}): use another --workdir, or this run's config to "
                     "resume it.")
-        self.check_model(like_params)
 
     def record(self, manager: ocp.CheckpointManager) -> RunRecord | None:
         """The run record of ``manager``'s newest intact checkpoint (no array read), or

@@ -32,6 +32,7 @@ from absl import flags
 from ml_collections.config_flags import tuple_parser
 
 from skip_rnn.experiments import allocator, configuration, figures, records, trainer
+from skip_rnn.experiments.checkpoints import Checkpoints
 from skip_rnn.experiments.data.sources import DataError
 from skip_rnn.experiments.tables import PAPER, TABLES, Row
 
@@ -248,10 +249,17 @@ def main() -> None:
 def run_rows(table: int, selected: list[tuple[str, Row, str]], args: argparse.Namespace
              ) -> list[dict]:
     """Trains the ``(variant, row, workdir)`` rows one after another; every row's config is
-    checked before the first one trains."""
+    checked, and so is the run its workdir holds (that it would resume), before the first one
+    trains."""
     configs = [row_config(table, variant, row, args) for variant, row, _ in selected]
-    for config in configs:
+    for config, (_, _, workdir) in zip(configs, selected, strict=True):
         configuration.check_config(configuration.resolve(config), jax.device_count())
+        if os.path.isdir(workdir):
+            checkpoints = Checkpoints(workdir)
+            try:
+                checkpoints.check_config(configuration.resolve(config))
+            finally:
+                checkpoints.close()
     results = []
     for (variant, row, workdir), config in zip(selected, configs, strict=True):
         name = " ".join(filter(None, (variant, _label(row.name))))
