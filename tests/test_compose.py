@@ -220,6 +220,19 @@ def test_jumping_in_chunks_and_continued_equals_unroll(chunk):
                     want)
 
 
+def test_narrow_integer_lengths_of_long_sequences_mean_what_they_say():
+    """uint8 lengths with T = 300, past what uint8 holds: the padding masked at each length."""
+    cell = sr.skip(sr.gru(3))
+    params = cell.init(jax.random.key(0), 1)
+    xs = jnp.ones((2, 300, 1))
+    lengths = np.array([5, 250], np.uint8)
+    _, out = sr.unroll(cell, params, xs, lengths)
+    assert out.u.sum(axis=1).tolist() == [5.0, 250.0]  # b_p = 1: every valid step updates
+    _, jumped, _ = sr.jump_unroll(cell, params, xs, lengths)
+    assert jumped.u.sum(axis=1).tolist() == [5.0, 250.0]
+    np.testing.assert_array_equal(sr.zero_padding(xs, lengths).sum(axis=(1, 2)), [5, 250])
+
+
 def test_jumping_takes_numpy_any_integer_lengths_x64_and_vmap():
     cell, params, xs, lengths = _jumping_case()
     want = sr.unroll(cell, params, xs, lengths)

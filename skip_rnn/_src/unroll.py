@@ -164,7 +164,8 @@ def zero_padding(xs: Array, lengths: Array) -> Array:
 
 
 def checked_lengths(caller: str, lengths: Array, batch_size: int, num_steps: int) -> Array:
-    """``lengths`` ``[B]`` clipped to ``[0, T]``, after a check that concrete values lie there.
+    """``lengths`` ``[B]`` clipped to ``[0, T]``, as int32, after a check that concrete values
+    lie there (any integer dtype: uint8 lengths of 300-step sequences too).
 
     Traced values (under ``jax.jit``) cannot be checked at trace time, nor arrays spread over
     several processes without a gather: they are clipped, a length above ``T`` means ``T``, a
@@ -186,4 +187,5 @@ def checked_lengths(caller: str, lengths: Array, batch_size: int, num_steps: int
         if not np.all((values >= 0) & (values <= num_steps)):
             raise ValueError(f"{caller}: `lengths` must be in [0, {num_steps}] (the time axis "
                              f"of `xs`), got {values.tolist()}.")
-    return jnp.clip(lengths, 0, num_steps)
+    # Clipped in their own dtype (T itself may not fit in it: 300 in uint8), then int32.
+    return jnp.clip(lengths, 0, min(num_steps, jnp.iinfo(lengths.dtype).max)).astype(jnp.int32)
