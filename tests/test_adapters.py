@@ -422,6 +422,11 @@ def test_wrappers_take_the_update_bias_and_draw_bernoulli_gates_per_step():
     u = apply(jax.random.key(2))
     assert set(np.unique(u[:, 1:])) == {0.0, 1.0}
     assert not np.array_equal(u, apply(jax.random.key(3)))
+    # a fresh draw at every step: E[u_t | ũ_t] = ũ_t (one key reused over the steps biases it)
+    out = run(variables, jax.random.normal(jax.random.key(4), (512, T, F)),
+              rngs={"skip": jax.random.key(5)})[1]
+    diff = np.asarray(out.u - out.u_tilde)[:, 1:]
+    assert abs(diff.mean()) < 4 * diff.std() / np.sqrt(diff.size)
 
     rngs = nnx.Rngs(params=0, skip=1)
     nnx_rnn = nnx.RNN(skip_rnn.nnx.Skip(nnx.GRUCell(F, H, rngs=rngs), binarize="bernoulli",

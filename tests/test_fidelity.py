@@ -205,6 +205,8 @@ def test_random_skip_draws_every_step_and_copies_skipped_states():
     assert set(np.unique(u)) == {0.0, 1.0}
     assert abs(u[:, 0].mean() - 0.5) < 0.1, "the first step is not forced"
     assert abs(u.mean() - 0.5) < 0.03
+    # a fresh draw at every step: u_t differs from u_{t-1} half the time (2·p·(1 - p))
+    assert abs(np.mean(u[:, 1:] != u[:, :-1]) - 0.5) < 0.03
     h = np.asarray(out.h)
     skipped = np.nonzero(u[:, 1:] == 0)
     np.testing.assert_array_equal(h[:, 1:][skipped], h[:, :-1][skipped])  # exact copies
@@ -222,6 +224,21 @@ def test_random_skip_refuses_bad_input():
     cell = sr.random_skip(sr.lstm(2), 0.5)
     with pytest.raises(ValueError, match="pass `key`"):
         sr.unroll(cell, cell.init(jax.random.key(0), 1), jnp.ones((1, 3, 1)))
+    with pytest.raises(ValueError, match="random_skip: `cell` is a skip cell"):
+        sr.random_skip(sr.skip(sr.lstm(2)), 0.5)
+
+
+def test_random_skip_passes_a_key_to_a_cell_that_draws():
+    """A stack with a layer that draws, under random_skip: that layer gets its own key."""
+    inner = sr.stack([sr.skip(sr.gru(3), binarize="bernoulli")])
+    cell = sr.random_skip(inner, 0.5)
+    params = cell.init(jax.random.key(0), 1)
+    state, x, key = cell.initial_state(params, 4), jnp.ones((4, 1)), jax.random.key(5)
+    new_state, out = cell.step(params, state, x, key)
+    candidate, _ = inner.step(params, state, x, jax.random.fold_in(key, 1))
+    for b in range(4):
+        want = candidate if out.u[b] else state
+        jax.tree.map(lambda n, w, b=b: np.testing.assert_array_equal(n[b], w[b]), new_state, want)
 
 
 def test_padding_fed_and_counted_the_papers_way_with_flops_and_seeded_embeddings(imdb_csv,

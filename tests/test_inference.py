@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import re
 
 import jax
 import jax.numpy as jnp
@@ -105,9 +106,25 @@ def test_jump_unroll_without_steps_returns_what_unroll_returns(lengths):
                              strict=True):
         assert got.shape == expected.shape and got.dtype == expected.dtype
         np.testing.assert_array_equal(got, expected)
-    assert out.h.shape == (B, 0, H)
+    # and what that is, independently: the initial state, and outputs with no time axis
+    initial = CELLS["stack"].initial_state(params, B)
+    jax.tree.map(np.testing.assert_array_equal, state, initial)
+    assert out.h.shape == (B, 0, H) and out.u.shape == (B, 0)
     np.testing.assert_array_equal(info.num_updates, 0)
     assert int(info.num_iterations) == 0
+
+
+@pytest.mark.parametrize("lengths, says", [
+    (jnp.ones((B,), jnp.int32), "`lengths` must be in [0, 0]"),
+    (jnp.zeros((B,), jnp.float32), "`lengths` must be integers"),
+    (jnp.zeros((B + 1,), jnp.int32), "`lengths` must have shape [batch]"),
+])
+def test_jump_unroll_without_steps_checks_lengths_as_unroll_does(lengths, says):
+    params = _params("stack", BIASES["half"])
+    xs = jnp.zeros((B, 0, F))
+    for runner in (sr.unroll, sr.jump_unroll):
+        with pytest.raises(ValueError, match=re.escape(says)):
+            runner(CELLS["stack"], params, xs, lengths)
 
 
 @pytest.mark.parametrize("bad", [T + 1, -1])

@@ -289,6 +289,11 @@ def test_flax_bernoulli_cell_draws_a_key_per_step():
     assert set(np.unique(u)) == {0.0, 1.0}
     again = run(variables, XS, rngs={"skip": jax.random.key(3)})[1].u
     assert not np.array_equal(u, again)
+    # a fresh draw at every step: E[u_t | ũ_t] = ũ_t (one key reused over the steps biases it)
+    xs = jax.random.normal(jax.random.key(4), (512, 20, F))
+    out = run(variables, xs, rngs={"skip": jax.random.key(5)})[1]
+    diff = np.asarray(out.u - out.u_tilde)[:, 1:]
+    assert abs(diff.mean()) < 4 * diff.std() / np.sqrt(diff.size)
 
 
 def test_unroll_from_initial_state_continues_the_sequence():

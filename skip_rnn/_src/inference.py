@@ -109,13 +109,12 @@ def jump_unroll(
     batch_size, num_steps = xs.shape[:2]
     if initial_state is None:
         initial_state = cell.initial_state(params, batch_size)
+    limit = (jnp.full((batch_size,), num_steps, jnp.int32) if lengths is None
+             else checked_lengths("jump_unroll", lengths, batch_size, num_steps))
     if num_steps == 0:  # nothing to read or jump over
         final_state, out = unroll(cell, params, xs, initial_state=initial_state)
         no_updates = jnp.zeros((batch_size,), jnp.int32)
         return final_state, out, JumpInfo(no_updates, jnp.zeros((), jnp.int32))
-    limit = (jnp.full((batch_size,), num_steps, jnp.int32) if lengths is None
-             else checked_lengths("jump_unroll", lengths, batch_size, num_steps)
-             .astype(jnp.int32))
     limit, state = rows_sharded_like((limit, initial_state), xs)
     h0 = cell.output(state)
 

@@ -14,7 +14,16 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from skip_rnn._src.base import Array, Cell, Output, Params, PRNGKey, State, check_number
+from skip_rnn._src.base import (
+    Array,
+    Cell,
+    Output,
+    Params,
+    PRNGKey,
+    SkipCell,
+    State,
+    check_number,
+)
 from skip_rnn._src.skip import select
 
 
@@ -27,7 +36,8 @@ def random_skip(cell: Cell, p_skip: float | Array) -> Cell:
     member of a population).
 
     Args:
-      cell: the wrapped plain cell.
+      cell: the wrapped plain cell (a :class:`skip_rnn.SkipCell` is refused); a step's key
+        draws ``u_t``, and ``fold_in(key, 1)`` is passed to ``cell``.
       p_skip: probability of skipping a step, in ``[0, 1)``.
 
     Example:
@@ -39,11 +49,15 @@ def random_skip(cell: Cell, p_skip: float | Array) -> Cell:
       True
     """
     check_number("random_skip", "p_skip", p_skip, low=0, high=1)
+    if isinstance(cell, SkipCell):
+        raise ValueError("random_skip: `cell` is a skip cell, whose gate decides its skips; "
+                         "wrap the plain cell.")
 
     def step(params: Params, state: State, x: Array, key: PRNGKey | None = None):
         if key is None:
             raise ValueError("random_skip draws u_t: pass `key` to unroll/step.")
-        candidate, _ = cell.step(params, state, x)
+        # u_t from `key`; a wrapped cell that draws (a stack with a drawing layer) from its own
+        candidate, _ = cell.step(params, state, x, jax.random.fold_in(key, 1))
         batch_size = jax.tree.leaves(state)[0].shape[0]
         keep = 1.0 - jnp.asarray(p_skip, jnp.float32)
         u = jax.random.bernoulli(key, keep, (batch_size,)).astype(jnp.float32)
