@@ -52,6 +52,7 @@ from skip_rnn._src.base import Array, Cell, Output, Params, PRNGKey, State, rows
 from skip_rnn._src.skip import (
     SkipState,
     check_settings,
+    gate_dtype,
     gated_step,
     init_gate,
     initial_skip_state,
@@ -137,6 +138,10 @@ class _SkipCell(_Layer):
     update_bias: float = 1.0
     max_updates: int | None = None
     gradient: str = "eq5"
+
+    def __post_init__(self) -> None:
+        check_settings(self.binarize, self.max_updates, self.gradient)  # at construction
+        super().__post_init__()
 
     def pure_cell(self) -> Cell:
         return skip(super().pure_cell(), self.binarize, self.update_bias, self.max_updates,
@@ -318,11 +323,16 @@ class Skip(nn.RNNCellBase):
 
     @nn.nowrap
     def initialize_carry(self, rng: PRNGKey, input_shape: tuple[int, ...]) -> SkipState:
-        """The wrapped cell's initial carry inside a :class:`skip_rnn.SkipState` (``ũ_1 = 1``,
-        the gate float32)."""
+        """The wrapped cell's initial carry inside a :class:`skip_rnn.SkipState` (``ũ_1 = 1``),
+        the gate in the dtype its step computes in (:func:`skip_rnn._src.skip.gate_dtype` of
+        ``b_p``: float32, float64 under ``jax.enable_x64`` with float64 parameters); float32
+        before the parameters exist."""
         check_one_batch_axis("Skip", input_shape, self.cell.num_feature_axes)
+        dtype = jnp.float32
+        if self.scope is not None and self.has_variable("params", "b_p"):
+            dtype = gate_dtype({"b_p": self.get_variable("params", "b_p")})
         return initial_skip_state(self.cell.initialize_carry(rng, input_shape), input_shape[0],
-                                  jnp.float32)
+                                  dtype)
 
     @property
     def num_feature_axes(self) -> int:

@@ -448,5 +448,20 @@ def test_the_skip_adapters_refuse_unknown_settings_when_built():
     with pytest.raises(ValueError, match="`binarize` must be 'round' or 'bernoulli'"):
         Skip(nn.GRUCell(4), binarize="sample")
     with pytest.raises(ValueError, match="`gradient` must be one of"):
+        SkipLSTMCell(4, gradient="eq6")
+    with pytest.raises(ValueError, match="`max_updates` must be an integer >= 1"):
+        skip_rnn.linen.SkipGRUCell(4, max_updates=0)
+    with pytest.raises(ValueError, match="`gradient` must be one of"):
         skip_rnn.nnx.Skip(nnx.GRUCell(2, 4, rngs=nnx.Rngs(0)), gradient="eq6",
                           rngs=nnx.Rngs(0))
+
+
+def test_linen_skip_runs_in_float64_under_x64():
+    """The carry's gate takes the dtype the step computes it in (float64 parameters, x64)."""
+    with jax.enable_x64(True):
+        rnn = nn.RNN(Skip(nn.GRUCell(H, param_dtype=jnp.float64)), return_carry=True)
+        xs = XS.astype(jnp.float64)
+        variables = jax.tree.map(lambda a: a.astype(jnp.float64),
+                                 rnn.init(jax.random.key(0), xs))
+        carry, h = rnn.apply(variables, xs)
+        assert h.dtype == carry.u_tilde.dtype == carry.delta_u.dtype == jnp.float64
