@@ -27,6 +27,7 @@ def test_l1_l2_distance_to_a_target_number_of_updates():
 
 def test_time_weighted_costs_rise_and_average_lambda():
     costs = np.asarray(sr.rising_costs(12, 1e-3))
+    np.testing.assert_allclose(costs, [2e-3 * t / 13 for t in range(1, 13)], rtol=1e-6)
     assert np.all(np.diff(costs) > 0)
     np.testing.assert_allclose(costs.mean(), 1e-3, rtol=1e-6)
     expected = np.mean([sum(c * u for c, u in zip(costs, row, strict=True)) for row in U])
