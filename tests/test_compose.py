@@ -173,6 +173,17 @@ def test_reverse_reads_each_sequences_valid_steps_last_to_first(name):
         for got, want in zip(out, row_out, strict=True):
             np.testing.assert_allclose(got[b, :length], want[0, ::-1], rtol=1e-6)
         np.testing.assert_array_equal(out.u[b, length:], 0)  # padding stays at the end
+    # gradients too: the reversed run's, row by row, equal the hand-reversed row's
+    def loss(p, xs, lengths, reverse, length):  # the valid steps' outputs only
+        state, out = sr.unroll(cell, p, xs, lengths, reverse=reverse)
+        return (jnp.sum(cell.output(state) ** 2) + jnp.sum(out.h[:, :length] ** 2)
+                + jnp.sum(out.u[:, :length]))
+
+    for b, length in enumerate(np.asarray(lengths)):
+        got = jax.grad(loss)(params, xs[b : b + 1], lengths[b : b + 1], True, length)
+        want = jax.grad(loss)(params, xs[b : b + 1, :length][:, ::-1], None, False, length)
+        jax.tree.map(lambda g, w: np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-7),
+                     got, want)
 
 
 def test_remat_gives_the_same_values_and_gradients():
