@@ -376,8 +376,9 @@ def test_figures_of_a_run_stopped_before_its_first_best_come_from_latest(tmp_pat
     assert not (tmp_path / "best").exists() or not os.listdir(tmp_path / "best")
     titles = []
     write_all = figures.write_all
+    # write_all(workdir, config, task, cell, params, source, seed): the title is source.
     monkeypatch.setattr(figures, "write_all",
-                        lambda *args: titles.append(args[-1]) or write_all(*args))
+                        lambda *args: titles.append(args[5]) or write_all(*args))
     paths = trainer.redraw_figures(config, str(tmp_path))
     assert titles == ["latest checkpoint, step 2 (no best yet), seed 0, λ=1e-05"]
     assert paths and all(os.path.getsize(p) > 0 for p in paths)
