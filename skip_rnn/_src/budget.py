@@ -39,6 +39,10 @@ def time_weighted_budget_loss(u: Array, cost_per_step: Array) -> Array:
     :func:`rising_costs`.
     """
     check_number("time_weighted_budget_loss", "cost_per_step", cost_per_step, low=0)
+    if jnp.shape(cost_per_step) != jnp.shape(u)[-1:]:
+        raise ValueError(f"time_weighted_budget_loss: `cost_per_step` must have shape [T] = "
+                         f"{jnp.shape(u)[-1:]} (u is [B, T] = {jnp.shape(u)}), got "
+                         f"{jnp.shape(cost_per_step)}")
     return jnp.mean(jnp.sum(u * cost_per_step, axis=-1))
 
 
