@@ -121,7 +121,13 @@ def test_stop_when_settled_stops_once_the_gate_holds_still(tmp_path, mnist_dir):
     # An untrained skip cell updates at every step and its gate barely moves in 3 steps.
     results = trainer.train_and_evaluate(config, str(tmp_path / "loose"))
     assert results["steps"] == 3 and results["members"][0]["settled_step"] == 3
-    assert results["summary"][0]["settled"] == 1
+    assert results["summary"][0]["settled"] == 1 and results["stopped"] == "stop_when_settled"
+    again = trainer.train_and_evaluate(config, str(tmp_path / "loose"))  # the same command
+    assert again == {**results, "seconds": again["seconds"]}  # stays stopped: nothing trained
+    config.stop_when_settled = False  # ... unless the rule is lifted
+    on = trainer.train_and_evaluate(config, str(tmp_path / "loose"))
+    assert on["steps"] == 20 and on["stopped"] is None
+    config.stop_when_settled = True
     config.settle_delta_u = 1e-9  # the gate does move: never still enough
     results = trainer.train_and_evaluate(config, str(tmp_path / "strict"))
     assert results["steps"] == 20 and results["members"][0]["settled_step"] is None

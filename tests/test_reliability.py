@@ -455,3 +455,32 @@ def test_reproduce_refuses_a_row_whose_workdir_holds_another_run_before_any_row_
     error = capsys.readouterr().err
     assert exit_.value.code == 2 and not trained
     assert f"{tmp_path / 'skip_lstm'} holds a run made with another config" in error
+
+
+def test_a_metrics_line_cut_short_is_left_out_on_resume_and_in_the_figures(tmp_path, capsys):
+    import errno
+
+    from skip_rnn.experiments import figures
+    from skip_rnn.experiments.metrics import LogError, MetricWriter
+    from skip_rnn.experiments.population import Member
+
+    rows = [{"step": s, "split": "validation", "member": 0, "seed": 0, "cost_per_sample": 0.0,
+             "metric": 0.1, "updates_percent": 100.0} for s in (2, 4)]
+    path = tmp_path / "metrics.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows) + '{"step": 6, "split": "tr')
+    figures.curves_figure(str(path), "MSE")  # draws what is whole
+    assert "left out 1 line(s) that are not JSON" in capsys.readouterr().err
+    writer = MetricWriter(str(tmp_path), "adding", resume_step=4)  # a resume from step 4
+    assert [json.loads(line) for line in open(path)] == rows
+
+    class FullDisk:
+        def write(self, text):
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+    writer.jsonl.close()
+    writer.jsonl = FullDisk()
+    with pytest.raises(LogError, match=r"metrics.jsonl: writing step 5's train metrics failed "
+                       r"\(\[Errno 28\] No space left on device\); the last checkpoint is kept"):
+        writer.write(5, "train", [Member(0, 0.0)], [{"loss": 1.0}])
+    assert issubclass(LogError, trainer.RUN_ERRORS)  # train.py: one line, exit 1
+    writer.tensorboard.close()

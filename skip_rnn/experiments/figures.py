@@ -13,7 +13,6 @@ against state updates, mean ± std over seeds, one point per model and λ.
 
 from __future__ import annotations
 
-import json
 import os
 
 import matplotlib
@@ -24,7 +23,7 @@ import matplotlib.ticker  # noqa: E402
 import numpy as np  # noqa: E402
 
 from skip_rnn.experiments import models, steps  # noqa: E402
-from skip_rnn.experiments.metrics import metric_name  # noqa: E402
+from skip_rnn.experiments.metrics import metric_name, read_metrics  # noqa: E402
 
 
 def write_all(workdir: str, config, task, cell, params, source: str = "",
@@ -126,12 +125,10 @@ def curves_figure(metrics_path: str, metric_name: str):
     """:func:`curves`'s figure; a member evaluated once is a marker; a run not yet evaluated
     says so."""
     runs: dict[tuple, list[dict]] = {}
-    with open(metrics_path) as f:
-        for line in f:
-            record = json.loads(line)
-            if record["split"] == "validation":
-                key = (record.get("seed"), record.get("cost_per_sample"))
-                runs.setdefault(key, []).append(record)
+    for record in read_metrics(metrics_path):
+        if record["split"] == "validation":
+            key = (record.get("seed"), record.get("cost_per_sample"))
+            runs.setdefault(key, []).append(record)
     fig, (ax_metric, ax_updates) = plt.subplots(1, 2, figsize=(10, 3.5))
     for (seed, cost), records in runs.items():
         steps = [r["step"] for r in records]
@@ -174,12 +171,11 @@ def compare_runs(path: str, runs: dict[str, str], metric_name: str,
     values = []
     for run_index, (label, metrics_path) in enumerate(runs.items()):
         members: dict[int, list[dict]] = {}
-        with open(metrics_path) as f:
-            for r in map(json.loads, f):
-                chosen = (r.get("member", 0) == 0 if cost_per_sample is None
-                          else r.get("cost_per_sample") == cost_per_sample)
-                if r["split"] == "validation" and chosen:
-                    members.setdefault(r.get("seed"), []).append(r)
+        for r in read_metrics(metrics_path):
+            chosen = (r.get("member", 0) == 0 if cost_per_sample is None
+                      else r.get("cost_per_sample") == cost_per_sample)
+            if r["split"] == "validation" and chosen:
+                members.setdefault(r.get("seed"), []).append(r)
         if not members:
             raise ValueError(f"{metrics_path}: no validation of "
                              + ("member 0" if cost_per_sample is None

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import time
 from typing import Any
 
@@ -15,11 +16,32 @@ import tqdm
 from skip_rnn.experiments import allocator
 
 
+class LogError(OSError):
+    """Writing ``metrics.jsonl`` failed (a full disk); the message says how to go on."""
+
+
+def read_metrics(path: str) -> list[dict[str, Any]]:
+    """The rows of a ``metrics.jsonl``, in order. A line that is not JSON (a write cut short by
+    a kill or a full disk) is left out, with a one-line warning on stderr naming the file."""
+    rows, bad = [], 0
+    with open(path) as f:
+        for line in f:
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError:
+                bad += 1
+    if bad:
+        print(f"{path}: left out {bad} line(s) that are not JSON (a write cut short)",
+              file=sys.stderr)
+    return rows
+
+
 class MetricWriter:
     """``metrics.jsonl`` (one JSON object per step, split and member) and TensorBoard events.
 
     A resumed run first drops the rows written after its checkpoint (a killed run logged
-    steps it is about to replay), so every (step, split, member) appears once; in TensorBoard
+    steps it is about to replay) and any line cut short (:func:`read_metrics`), so every
+    (step, split, member) appears once; in TensorBoard
     it marks the events of those steps as purged (``purge_step``), which TensorBoard hides.
     """
 
@@ -27,12 +49,11 @@ class MetricWriter:
         from tensorboardX import SummaryWriter
 
         self.task = task
-        path = os.path.join(workdir, "metrics.jsonl")
+        self.path = path = os.path.join(workdir, "metrics.jsonl")
         if os.path.exists(path):
-            with open(path) as f:
-                kept = [line for line in f if json.loads(line)["step"] <= resume_step]
+            kept = [row for row in read_metrics(path) if row["step"] <= resume_step]
             with open(path + ".tmp", "w") as f:
-                f.writelines(kept)
+                f.writelines(json.dumps(row) + "\n" for row in kept)
             os.replace(path + ".tmp", path)
         self.jsonl = open(path, "a")  # noqa: SIM115
         events = os.path.join(workdir, "tensorboard")
@@ -40,15 +61,21 @@ class MetricWriter:
             events, purge_step=resume_step + 1 if os.path.isdir(events) else None)
 
     def write(self, step: int, split: str, members: list, metrics: list[dict[str, Any]]) -> None:
-        """One line per member; TensorBoard tags ``[member<m>/]<split>/<name>``."""
-        for m, (member, values) in enumerate(zip(members, metrics, strict=True)):
-            record = {"step": step, "split": split, "task": self.task, "member": m,
-                      **member._asdict(), **values}
-            self.jsonl.write(json.dumps(record) + "\n")
-            prefix = f"member{m}/" if len(members) > 1 else ""
-            for name, value in values.items():
-                self.tensorboard.add_scalar(f"{prefix}{split}/{name}", float(value), step)
-        self.jsonl.flush()
+        """One line per member; TensorBoard tags ``[member<m>/]<split>/<name>``. Raises
+        :class:`LogError` when the file cannot be written."""
+        try:
+            for m, (member, values) in enumerate(zip(members, metrics, strict=True)):
+                record = {"step": step, "split": split, "task": self.task, "member": m,
+                          **member._asdict(), **values}
+                self.jsonl.write(json.dumps(record) + "\n")
+                prefix = f"member{m}/" if len(members) > 1 else ""
+                for name, value in values.items():
+                    self.tensorboard.add_scalar(f"{prefix}{split}/{name}", float(value), step)
+            self.jsonl.flush()
+        except OSError as e:
+            raise LogError(f"{self.path}: writing step {step}'s {split} metrics failed ({e}); "
+                           "the last checkpoint is kept: make room and rerun the same command "
+                           "to resume from it.") from e
 
     def close(self) -> None:
         self.jsonl.close()

@@ -50,12 +50,14 @@ class MemberRecord:
 
 @dataclasses.dataclass
 class RunRecord:
-    """A run: its resolved config (``config.to_dict()``), its members, and the seconds trained
-    by all its sessions up to the last save."""
+    """A run: its resolved config (``config.to_dict()``), its members, the seconds trained by
+    all its sessions up to the last save, and the stop rule that ended it early
+    (``"stop_when_solved"`` or ``"stop_when_settled"``; ``None`` while it may train on)."""
 
     config: dict[str, Any]
     members: list[MemberRecord]
     seconds: float = 0.0
+    stopped: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {"version": VERSION, **dataclasses.asdict(self)}
@@ -71,7 +73,7 @@ class RunRecord:
         members = [MemberRecord(**{**m, "validations": [Evaluation(*e) for e in
                                                         m["validations"]]})
                    for m in saved["members"]]
-        return cls(saved["config"], members, saved["seconds"])
+        return cls(saved["config"], members, saved["seconds"], saved.get("stopped"))
 
 
 def settled(member: MemberRecord, solved: bool, has_gate: bool,

@@ -43,6 +43,7 @@ from skip_rnn.experiments.data import TaskData
 from skip_rnn.experiments.evaluation import evaluate
 from skip_rnn.experiments.metrics import (
     Console,
+    LogError,
     MetricWriter,
     NullWriter,
     banner,
@@ -71,8 +72,9 @@ class Interrupted(Exception):
         self.step, self.exit_code = step, 128 + signum
 
 
-# Errors of the run itself, not of what was asked: a loss that is not finite, a failed save.
-RUN_ERRORS = (FloatingPointError, SaveError)
+# Errors of the run itself, not of what was asked: a loss that is not finite, a failed save or
+# metrics write.
+RUN_ERRORS = (FloatingPointError, SaveError, LogError)
 
 
 def exit_on_run_error(prog: str, error: Exception) -> NoReturn:
@@ -233,8 +235,11 @@ class _TrainLoop:
     step ``n`` (checking its loss), so that the host prepares the next batch while the device
     computes, and the progress bar, the time limit and a signal act within one step time.
     Every way the loop ends (the last step, ``max_train_seconds``, ``stop_when_solved`` or
-    ``stop_when_settled``, a signal) goes through one path: the step is checked, saved, and (but
-    for a signal, which should stop promptly) evaluated.
+    ``stop_when_settled``, a signal) goes through one path: the step is checked and saved; it
+    is evaluated where an uninterrupted run evaluates it (every ``eval_every`` steps and the
+    last), so that a run cut into sessions keeps an uninterrupted run's record. A run ended by
+    a stop rule records it (``RunRecord.stopped``) and stays ended when rerun while that rule
+    is on.
     """
 
     def __init__(self, config, task: TaskData, members: list[Member], checkpoints: Checkpoints,
@@ -278,12 +283,19 @@ class _TrainLoop:
         stopped = False
         in_flight = None  # (step, metrics) of the step the device may still be computing
         out_of_time = self.out_of_time()
-        if out_of_time and step < total_steps:
+        rule = self.record.stopped
+        finished = bool(rule) and bool(config[rule])  # a rule still in force keeps it finished
+        if finished and step < total_steps:
+            console.write(f"The run stopped at step {step} under config.{rule}: nothing to "
+                          f"train. Set --config.{rule}=False to train on.")
+        elif out_of_time and step < total_steps:
             console.write(f"config.max_train_seconds={config.max_train_seconds:g} is spent "
                           f"({self.record.seconds:.0f} s trained): nothing to train. Raise "
                           f"it to go on from step {step}.")
+        if not finished:
+            self.record.stopped = None
         try:  # a run that stops on an error leaves the terminal to its message
-            while step < total_steps and not out_of_time:
+            while step < total_steps and not out_of_time and not finished:
                 state, metrics = train_step(state, step)
                 step += 1
                 if in_flight is not None:
@@ -293,7 +305,10 @@ class _TrainLoop:
                 out_of_time = self.out_of_time()  # read once a step: the loop ends only via done
                 stopped = self.stop_requested(step)
                 done = step == total_steps or out_of_time or stopped
-                validate = (step % validate_every == 0 or done) and not stopped
+                # Validations on schedule and at the last step only: a session cut short by the
+                # time limit leaves the record as an uninterrupted run's (the settled rule reads
+                # the last validations).
+                validate = step % validate_every == 0 or step == total_steps
                 save = step % config.checkpoint_every == 0 or done
                 if not (step % config.log_every == 0 or validate or save):
                     continue
@@ -303,10 +318,13 @@ class _TrainLoop:
                     console.progress.set_postfix(loss=mean(metrics, "loss"),
                                                  metric=mean(metrics, "metric"),
                                                  updates=mean(metrics, "updates"))
-                if validate:
+                if validate and not stopped:
                     all_solved, all_settled = self.validate(state, step, console)
-                    done = (done or (config.stop_when_solved and all_solved)
-                            or (config.stop_when_settled and all_settled))
+                    rule = next((r for r, hit in (("stop_when_solved", all_solved),
+                                                  ("stop_when_settled", all_settled))
+                                 if hit and config[r]), None)
+                    if rule:
+                        self.record.stopped, done = rule, True
                 if save or done:  # done: also when stop_when_solved just ended the run
                     self.record.seconds = time.time() - self.start_time
                     self.checkpoints.save(self.checkpoints.latest, step, {
