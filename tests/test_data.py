@@ -52,6 +52,8 @@ def test_epoch_batches_visit_each_example_once_per_epoch():
     np.testing.assert_array_equal(train_batch(0, 4).targets, train_batch(0, 4).targets)
     assert not np.array_equal(train_batch(0, 0).targets, train_batch(0, 3).targets)
     assert not np.array_equal(train_batch(0, 0).targets, train_batch(1, 0).targets)
+    with pytest.raises(DataError, match=r"config.batch_size=11 exceeds the 10 training examples"):
+        epoch_batches(data, 11)  # a DataError: train.py says it in one line
 
 
 def test_mnist_split_and_scale(mnist_dir):

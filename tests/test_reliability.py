@@ -92,6 +92,13 @@ def test_bad_config_is_refused_and_checkpoints_are_untouched(trained_workdir, fi
                       "of a dataset (the synthetic tasks have no epochs)"),
     ("num_train_steps", 0, "config.num_train_steps=0 is invalid: must be > 0, or num_epochs > 0 "
                            "with a dataset"),
+    ("seed", -1, "config.seed=-1 is invalid: must be an integer >= 0"),
+    ("target_updates", -1.0, "config.target_updates=-1.0 is invalid: must be >= 0"),
+    ("model.gate_layers", (1,), "config.model.gate_layers=(1,) is invalid: must be layer "
+                                "indices in [-1, 1) (model.num_layers)"),
+    ("model.gate_layers", (), "config.model.gate_layers=() is invalid"),
+    ("data.seq_length", 1, "config.data.seq_length=1 is invalid: must be >= 2 (the adding task "
+                           "marks two different steps)"),
 ])
 def test_values_a_synthetic_task_cannot_use_are_refused_before_training(field, value, message):
     config = tiny_config("adding")
@@ -99,6 +106,22 @@ def test_values_a_synthetic_task_cannot_use_are_refused_before_training(field, v
     _set(config, field, value)
     with pytest.raises(ConfigError, match=re.escape(message)):
         configuration.check_config(config, num_devices=1)
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("model.max_updates", 3, "config.model.max_updates=3 is invalid: must be >= 0 (0: no hard "
+                             "budget), and 0 for a plain cell"),
+    ("model.binarize", "bernoulli", "config.model.binarize='bernoulli' is invalid: must be "
+                                    "round | bernoulli, and round for a plain cell"),
+])
+def test_skip_settings_on_a_plain_cell_are_refused(field, value, message):
+    config = tiny_config("adding")
+    config.model.cell = "lstm"
+    _set(config, field, value)
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        configuration.check_config(config, num_devices=1)
+    config.model.cell = "skip_lstm"  # where they mean something
+    configuration.check_config(config, num_devices=1)
 
 
 def test_batch_not_divisible_by_devices_is_refused():

@@ -13,6 +13,7 @@ import re
 import types
 
 import ml_collections
+import numpy as np
 
 from skip_rnn._src.skip import GRADIENTS
 from skip_rnn.experiments import data, models
@@ -126,21 +127,26 @@ def check_config(config: ml_collections.ConfigDict, num_devices: int) -> None:
     """Rejects nonsensical values before any data is read, naming the field."""
     members, batch_devices = num_members(config), mesh_shape(config, num_devices)[1]
     synthetic = config.task in data.base.SYNTHETIC
+    skip_cell = config.model.cell.startswith("skip_")
     devices = (f"divisible by the number of devices ({num_devices})"
                if batch_devices == num_devices
                else f"divisible by the devices each member's batch is split over ({batch_devices})")
     checks = [
         ("task", config.task in data.base.TASKS, f"one of {data.base.TASKS}"),
         ("model.cell", config.model.cell in models.CELLS, f"one of {models.CELLS}"),
-        ("model.binarize", config.model.binarize in ("round", "bernoulli"), "round | bernoulli"),
+        ("model.binarize", config.model.binarize in ("round", "bernoulli")
+         and (config.model.binarize == "round" or skip_cell),
+         "round | bernoulli, and round for a plain cell (it binarizes a skip cell's gate)"),
         ("model.gradient", config.model.gradient in GRADIENTS, " | ".join(GRADIENTS)),
         ("model.init", config.model.init in models.INITS, " | ".join(models.INITS)),
-        ("model.p_skip", 0 <= config.model.p_skip < 1
-         and (config.model.p_skip == 0 or not config.model.cell.startswith("skip_")),
+        ("model.p_skip", 0 <= config.model.p_skip < 1 and (config.model.p_skip == 0
+                                                            or not skip_cell),
          "in [0, 1), and 0 for skip_* cells (p_skip makes a plain cell skip at random)"),
         ("regression_loss", config.regression_loss in REGRESSION_LOSSES,
          " | ".join(REGRESSION_LOSSES)),
         ("budget_loss", config.budget_loss in BUDGET_LOSSES, f"one of {BUDGET_LOSSES}"),
+        ("target_updates", config.target_updates >= 0, ">= 0"),
+        ("seed", _is_integer(config.seed) and config.seed >= 0, "an integer >= 0"),
         ("cost_per_sample", config.cost_per_sample >= 0, ">= 0"),
         ("costs_per_sample", all(_is_number(c) and c >= 0 for c in config.costs_per_sample),
          "numbers, all >= 0 (empty: cost_per_sample alone)"),
@@ -152,7 +158,14 @@ def check_config(config: ml_collections.ConfigDict, num_devices: int) -> None:
         ("clip_norm", config.clip_norm > 0, "> 0"),
         ("model.hidden_size", config.model.hidden_size > 0, "> 0"),
         ("model.num_layers", config.model.num_layers > 0, "> 0"),
-        ("model.max_updates", config.model.max_updates >= 0, ">= 0 (0: no hard budget)"),
+        ("model.gate_layers", len(config.model.gate_layers) > 0 and all(
+            _is_integer(i) and -config.model.num_layers <= i < config.model.num_layers
+            for i in config.model.gate_layers),
+         f"layer indices in [-{config.model.num_layers}, {config.model.num_layers}) "
+         "(model.num_layers)"),
+        ("model.max_updates", config.model.max_updates >= 0
+         and (config.model.max_updates == 0 or skip_cell),
+         ">= 0 (0: no hard budget), and 0 for a plain cell (the budget caps a skip cell's gate)"),
         ("model.dropout", 0 <= config.model.dropout < 1, "in [0, 1)"),
         ("model.scan_unroll", config.model.scan_unroll >= 0, ">= 0 (0: per backend)"),
         ("model.dtype", config.model.dtype in models.DTYPES, " | ".join(models.DTYPES)),
@@ -184,6 +197,9 @@ def check_config(config: ml_collections.ConfigDict, num_devices: int) -> None:
     for key in ("seq_length", "num_eval", "duration_ms", "sampling_period_ms", "vocab_size"):
         if key in config.data:
             checks.append((f"data.{key}", config.data[key] > 0, "> 0"))
+    if config.task == "adding":
+        checks.append(("data.seq_length", config.data.seq_length >= 2,
+                       ">= 2 (the adding task marks two different steps)"))
     if "split" in config.data and isinstance(config.data.split, tuple):  # held-out fractions
         checks.append(("data.split", len(config.data.split) == 3
                        and all(f > 0 for f in config.data.split)
@@ -237,6 +253,11 @@ def _flatten(tree: dict, prefix: str = "") -> list[tuple[str, object]]:
         else:
             items.append((f"{prefix}{key}", value))
     return items
+
+
+def _is_integer(value) -> bool:
+    """An integer (Python's or NumPy's), not a bool."""
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
 
 
 def _is_number(value) -> bool:

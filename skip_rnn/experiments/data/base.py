@@ -15,6 +15,8 @@ from typing import NamedTuple
 import ml_collections
 import numpy as np
 
+from skip_rnn.experiments.data.sources import DataError
+
 
 class Batch(NamedTuple):
     """A batch of sequences (NumPy arrays).
@@ -123,8 +125,8 @@ def epoch_batches(data: Batch, batch_size: int) -> tuple[Callable[..., Batch], i
     """
     steps_per_epoch = data.num_examples // batch_size
     if steps_per_epoch == 0:
-        raise ValueError(f"config.batch_size={batch_size} exceeds the {data.num_examples} training "
-                         "examples.")
+        raise DataError(f"config.batch_size={batch_size} exceeds the {data.num_examples} training "
+                        "examples: use a smaller batch (or more data).")
 
     @functools.lru_cache(maxsize=16)  # a population's members, each in its current epoch
     def order(seed: int, epoch: int) -> np.ndarray:
