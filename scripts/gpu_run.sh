@@ -11,11 +11,16 @@
 #             the paper's text (eq5) then the authors' code (--config.reference_code=True),
 #             GRADIENT_STEPS steps each (default 60000); resumes
 #   mnist     sequential MNIST on our short schedule (configs/mnist_fast.py), Skip LSTM then
-#             Skip GRU λ=1e-4, 4 seeds, MNIST_SECONDS each (default 240); resumes
-#   table1 / table2   the adding / frequency table, every row, 4 seeds, each row stopped once
-#             every member has settled (stop_when_settled: solved, and the update gate's mean
-#             Δũ and the % updates held still over 5 evaluations) or at TABLE_STEPS (default
-#             30000, said "cap" in the table), and after TABLE_SECONDS (default 120); resumes
+#             Skip GRU λ=1e-4, 4 seeds, MNIST_SECONDS more each (default 240); resumes
+#   table1 / table2   the adding / frequency table, every row (TABLE_ROWS="skip_lstm skip_gru"
+#             for some), 4 seeds, each row stopped once every member has settled
+#             (stop_when_settled: solved, and the update gate's mean Δũ and the % updates held
+#             still over 5 evaluations) or at TABLE_STEPS (default 30000, said "cap" in the
+#             table), and after TABLE_SECONDS more (default 120); resumes, table1 also from
+#             the rows' packed checkpoints under results/table1_cpu/ (rows begun on a CPU)
+#   table1_ref  Table 1's Skip LSTM and Skip GRU at λ = 0 under the authors' setup
+#             (--set=reference_code=True), 4 seeds, TABLE_STEPS and TABLE_SECONDS as above;
+#             resumes, also from results/table1_cpu_reference_code/
 # Everything lands in OUTDIR: logs, results.json, metrics, figures and the latest/ checkpoints
 # (to resume on the next machine: unpack OUTDIR/workdirs.tar.gz into the repository root).
 # MNIST=DIR: the four MNIST IDX files, for a machine without internet access.
@@ -28,6 +33,25 @@ mkdir -p "$OUTDIR" $W/logs
 export PYTHONUNBUFFERED=1 XLA_PYTHON_CLIENT_PREALLOCATE=false PYTHONPATH=".:${PYTHONPATH:-}"
 mnist_dir=()
 [ -n "${MNIST:-}" ] && mnist_dir=(--config.data.dir="$MNIST")
+
+# unpack_rows DIR WORKDIR: each row's newest packed checkpoint in DIR/<row>/checkpoint_*.tar.gz
+# into WORKDIR/<row>, unless WORKDIR already holds that row (an earlier pass went further).
+unpack_rows() {
+  for pack_dir in "$1"/*/; do
+    row=$(basename "$pack_dir")
+    pack=$(ls "$pack_dir"checkpoint_*.tar.gz 2>/dev/null | sort -V | tail -1)
+    [ -n "$pack" ] && [ ! -d "$2/$row" ] && mkdir -p "$2" && tar xzf "$pack" -C "$2" \
+      && echo "$row: resuming from $pack"
+  done
+}
+
+# time_box WORKDIR SECONDS: the max_train_seconds that gives a run SECONDS more than it has trained
+# already (max_train_seconds counts every session of a run; results.json holds their sum).
+time_box() {
+  python3 -c "import json, os, sys; path = os.path.join(sys.argv[1], 'results.json')
+trained = json.load(open(path))['seconds'] if os.path.isfile(path) else 0
+print(float(sys.argv[2]) + trained)" "$1" "$2"
+}
 
 # A two-step run first: a broken install fails here in seconds, not minutes.
 python3 -m skip_rnn.experiments.reproduce --table=1 --workdir=$W/smoke --num_seeds=2 --models=skip_gru \
@@ -64,15 +88,28 @@ for part in $PARTS; do
     for cell in skip_lstm skip_gru; do
       python3 train.py --config=configs/mnist_fast.py --workdir=$W/mnist_fast/$cell \
         --config.model.cell=$cell --config.num_seeds=4 "${mnist_dir[@]}" \
-        --config.max_train_seconds=${MNIST_SECONDS:-240} > $W/logs/mnist_fast_$cell.log 2>&1
+        --config.max_train_seconds=$(time_box $W/mnist_fast/$cell ${MNIST_SECONDS:-240}) \
+        > $W/logs/mnist_fast_$cell.log 2>&1
+    done ;;
+  table1_ref)
+    unpack_rows results/table1_cpu_reference_code $W/table1_reference_code
+    for row in skip_lstm skip_gru; do
+      python3 -m skip_rnn.experiments.reproduce --table=1 --workdir=$W/table1_reference_code \
+        --models=$row --set=reference_code=True '--set=costs_per_sample=(0.0,)' \
+        --set=stop_when_settled=true --set=num_train_steps=${TABLE_STEPS:-30000} \
+        --set=max_train_seconds=$(time_box $W/table1_reference_code/$row ${TABLE_SECONDS:-120}) \
+        > $W/logs/table1_ref_$row.log 2>&1
     done ;;
   table1|table2)
     n=${part#table}
-    python3 -m skip_rnn.experiments.reproduce --table=$n --help | sed -n '/^Tables/,$p' | grep "^  $n:" \
-      | sed 's/.*rows //; s/;.*//; s/, /\n/g' | while read -r row; do
+    [ $n = 1 ] && unpack_rows results/table1_cpu $W/table1
+    rows=${TABLE_ROWS:-$(python3 -m skip_rnn.experiments.reproduce --table=$n --help \
+      | sed -n '/^Tables/,$p' | grep "^  $n:" | sed 's/.*rows //; s/;.*//; s/,//g')}
+    for row in $rows; do
       python3 -m skip_rnn.experiments.reproduce --table=$n --workdir=$W/table$n --models=$row \
         --set=stop_when_settled=true --set=num_train_steps=${TABLE_STEPS:-30000} \
-        --set=max_train_seconds=${TABLE_SECONDS:-120} > $W/logs/table${n}_$row.log 2>&1
+        --set=max_train_seconds=$(time_box $W/table$n/$row ${TABLE_SECONDS:-120}) \
+        > $W/logs/table${n}_$row.log 2>&1
     done
     python3 -m skip_rnn.experiments.reproduce --table=$n --workdir=$W/table$n --collect \
       > $W/logs/table$n.txt 2>&1 ;;
