@@ -25,7 +25,7 @@ def get_config():
     config.num_epochs = 100  # not in the paper: ours
     config.eval_every = 0  # once per epoch
     config.eval_batch_size = 256  # [256, 480, 4096] float32: 2 GB per batch
-    config.data.dir = ""  # the official CSVs and Charades_v1_features_rgb/ (README)
+    config.data.dir = ""  # official CSVs, Charades_v1_features_rgb/ (docs/experiments.md)
     config.data.cache_dir = ""  # "": <data.dir>/Charades_v1_features_rgb_npy
     config.data.split_seed = 0  # which training videos are held out for validation
     config.data.validation_fraction = 0.05  # of Charades_v1_train.csv's videos

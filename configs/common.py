@@ -8,7 +8,7 @@ import ml_collections
 def base_config(task: str) -> ml_collections.ConfigDict:
     config = ml_collections.ConfigDict()
     config.task = task  # adding | frequency | mnist | imdb | ucf101 | charades
-    config.seed = 0  # initialisation, data order, dropout; member i of a population uses seed + i
+    config.seed = 0  # initialisation, data order, dropout; each λ's members: seed, seed + 1, ...
 
     config.model = ml_collections.ConfigDict()
     config.model.cell = "skip_lstm"  # lstm | gru | skip_lstm | skip_gru
@@ -18,7 +18,7 @@ def base_config(task: str) -> ml_collections.ConfigDict:
     config.model.update_bias = 1.0  # initial b_p: every step updates at the start
     config.model.binarize = "round"  # round | bernoulli
     config.model.max_updates = 0  # hard budget per sequence; 0: none
-    config.model.gradient = "eq5"  # eq5 (the paper's text) | reference_code (the authors' code)
+    config.model.gradient = "eq5"  # eq5 (Fig. 1) | paper (eqs. 2-5 as printed) | reference_code
     config.model.gru_reset_after = True  # GRU form: True cuDNN / Flax, False TF 1.x (the authors')
     config.model.gru_gate_bias = 0.0  # initial GRU r, z gate biases (the authors': 1.0)
     config.model.init = "default"  # default (LeCun / orthogonal, s0 = 0) | reference_code
@@ -35,7 +35,7 @@ def base_config(task: str) -> ml_collections.ConfigDict:
     config.same_data = False  # population members share config.seed's data stream
     config.member_sharding = False  # True: members split over devices (batch over the rest)
     config.regression_loss = "mse"  # mse | half_mse (the authors' tf.nn.l2_loss / batch)
-    config.reference_code = False  # True: gradient, init, regression loss as the authors' code
+    config.reference_code = False  # True: gradient, init, GRU form, loss as the authors' code
     config.budget_loss = "cost_per_sample"  # cost_per_sample | l1 | l2 | time_weighted
     config.target_updates = 0.0  # for the l1 / l2 budget losses
 

@@ -20,7 +20,7 @@ def get_config():
     config.num_epochs = 300  # the paper's Fig. 4 trains at least 300
     config.eval_every = 200
     config.eval_batch_size = 256
-    config.data.dir = ""  # classInd.txt, the split lists and features/ (README)
+    config.data.dir = ""  # classInd.txt, split lists, features/: data/ucf101.py's layout
     config.data.split = 1  # the official split 1, 2 or 3
     config.data.split_seed = 0  # which training groups are held out for validation
     config.data.validation_fraction = 0.05  # held out as whole groups (gNN)

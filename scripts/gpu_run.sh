@@ -24,12 +24,15 @@
 # Everything lands in OUTDIR: logs, results.json, metrics, figures and the latest/ checkpoints
 # (to resume on the next machine: unpack OUTDIR/workdirs.tar.gz into the repository root).
 # MNIST=DIR: the four MNIST IDX files, for a machine without internet access.
+# PYTHON=...: the interpreter (default: the set-up's .venv/bin/python if any, else python3).
 set -u
 OUTDIR=${1:?usage: scripts/gpu_run.sh OUTDIR [bench gradient mnist table1 table2]}
 shift
 PARTS=${*:-bench gradient mnist}
 W=workdirs/gpu_run
 mkdir -p "$OUTDIR" $W/logs
+# The set-up's environment where there is one (README), else the machine's python3.
+PY=${PYTHON:-$([ -x .venv/bin/python ] && echo .venv/bin/python || echo python3)}
 export PYTHONUNBUFFERED=1 XLA_PYTHON_CLIENT_PREALLOCATE=false PYTHONPATH=".:${PYTHONPATH:-}"
 mnist_dir=()
 [ -n "${MNIST:-}" ] && mnist_dir=(--config.data.dir="$MNIST")
@@ -48,13 +51,14 @@ unpack_rows() {
 # time_box WORKDIR SECONDS: the max_train_seconds that gives a run SECONDS more than it has trained
 # already (max_train_seconds counts every session of a run; results.json holds their sum).
 time_box() {
-  python3 -c "import json, os, sys; path = os.path.join(sys.argv[1], 'results.json')
+  "$PY" -c "import json, os, sys; path = os.path.join(sys.argv[1], 'results.json')
 trained = json.load(open(path))['seconds'] if os.path.isfile(path) else 0
 print(float(sys.argv[2]) + trained)" "$1" "$2"
 }
 
 # A two-step run first: a broken install fails here in seconds, not minutes.
-python3 -m skip_rnn.experiments.reproduce --table=1 --workdir=$W/smoke --num_seeds=2 --models=skip_gru \
+"$PY" -m skip_rnn.experiments.reproduce --table=1 --workdir=$W/smoke --num_seeds=2 \
+  --models=skip_gru \
   --num_train_steps=2 --set=eval_every=2 --set=data.seq_length=10 --set=data.num_eval=8 \
   --set=model.hidden_size=4 --set=batch_size=8 --set=eval_batch_size=8 > "$OUTDIR/smoke.log" 2>&1 \
   || { cat "$OUTDIR/smoke.log"; exit 1; }
@@ -64,29 +68,29 @@ for part in $PARTS; do
   case $part in
   bench) {
     nvidia-smi -L
-    python3 -c "import jax, flax, optax; print('jax', jax.__version__, 'flax', flax.__version__,
+    "$PY" -c "import jax, flax, optax; print('jax', jax.__version__, 'flax', flax.__version__,
       'optax', optax.__version__, jax.devices())"
-    echo "## train step"; timeout 120 python3 benchmarks/train_step.py --shapes=adding,smnist \
+    echo "## train step"; timeout 120 "$PY" benchmarks/train_step.py --shapes=adding,smnist \
       --repeats=5
-    echo "## train step, bfloat16"; timeout 90 python3 benchmarks/train_step.py \
+    echo "## train step, bfloat16"; timeout 90 "$PY" benchmarks/train_step.py \
       --shapes=adding,smnist --repeats=5 --dtype=bfloat16
-    echo "## inference"; timeout 60 python3 benchmarks/inference.py --repeats=5
-    echo "## inference, chunked jumping loop"; timeout 60 python3 benchmarks/inference.py \
+    echo "## inference"; timeout 60 "$PY" benchmarks/inference.py --repeats=5
+    echo "## inference, chunked jumping loop"; timeout 60 "$PY" benchmarks/inference.py \
       --repeats=5 --chunks=1,4,8 --batch_sizes=1,256
-    echo "## population"; timeout 90 python3 -m benchmarks.population --lengths=50,784
+    echo "## population"; timeout 90 "$PY" -m benchmarks.population --lengths=50,784
   } > "$OUTDIR/benchmarks.md" 2>&1 ;;
   gradient)
     for form in eq5 reference_code; do
       switch=(--config.model.gradient=eq5)
       [ $form = reference_code ] && switch=(--config.reference_code=True)
-      python3 train.py --config=configs/adding.py --workdir=$W/gradient/$form \
+      "$PY" train.py --config=configs/adding.py --workdir=$W/gradient/$form \
         "${switch[@]}" --config.costs_per_sample='(0., 1e-5)' --config.stop_when_settled=False \
         --config.num_seeds=4 --config.num_train_steps=${GRADIENT_STEPS:-60000} \
         > $W/logs/gradient_$form.log 2>&1
     done ;;
   mnist)
     for cell in skip_lstm skip_gru; do
-      python3 train.py --config=configs/mnist_fast.py --workdir=$W/mnist_fast/$cell \
+      "$PY" train.py --config=configs/mnist_fast.py --workdir=$W/mnist_fast/$cell \
         --config.model.cell=$cell --config.num_seeds=4 "${mnist_dir[@]}" \
         --config.max_train_seconds=$(time_box $W/mnist_fast/$cell ${MNIST_SECONDS:-240}) \
         > $W/logs/mnist_fast_$cell.log 2>&1
@@ -94,7 +98,7 @@ for part in $PARTS; do
   table1_ref)
     unpack_rows results/table1_cpu_reference_code $W/table1_reference_code
     for row in skip_lstm skip_gru; do
-      python3 -m skip_rnn.experiments.reproduce --table=1 --workdir=$W/table1_reference_code \
+      "$PY" -m skip_rnn.experiments.reproduce --table=1 --workdir=$W/table1_reference_code \
         --models=$row --set=reference_code=True '--set=costs_per_sample=(0.0,)' \
         --set=stop_when_settled=true --set=num_train_steps=${TABLE_STEPS:-30000} \
         --set=max_train_seconds=$(time_box $W/table1_reference_code/$row ${TABLE_SECONDS:-120}) \
@@ -103,15 +107,15 @@ for part in $PARTS; do
   table1|table2)
     n=${part#table}
     [ $n = 1 ] && unpack_rows results/table1_cpu $W/table1
-    rows=${TABLE_ROWS:-$(python3 -m skip_rnn.experiments.reproduce --table=$n --help \
+    rows=${TABLE_ROWS:-$("$PY" -m skip_rnn.experiments.reproduce --table=$n --help \
       | sed -n '/^Tables/,$p' | grep "^  $n:" | sed 's/.*rows //; s/;.*//; s/,//g')}
     for row in $rows; do
-      python3 -m skip_rnn.experiments.reproduce --table=$n --workdir=$W/table$n --models=$row \
+      "$PY" -m skip_rnn.experiments.reproduce --table=$n --workdir=$W/table$n --models=$row \
         --set=stop_when_settled=true --set=num_train_steps=${TABLE_STEPS:-30000} \
         --set=max_train_seconds=$(time_box $W/table$n/$row ${TABLE_SECONDS:-120}) \
         > $W/logs/table${n}_$row.log 2>&1
     done
-    python3 -m skip_rnn.experiments.reproduce --table=$n --workdir=$W/table$n --collect \
+    "$PY" -m skip_rnn.experiments.reproduce --table=$n --workdir=$W/table$n --collect \
       > $W/logs/table$n.txt 2>&1 ;;
   *) echo "unknown part $part"; exit 2 ;;
   esac

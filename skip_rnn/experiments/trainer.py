@@ -96,7 +96,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     Returns the results (also written to ``workdir/results.json``): for every member, the
     validation and test metrics at its best validation step and when it first solved the task;
     a summary, mean ± std over seeds for each λ; the wall-clock time. Figures are drawn from
-    member 0's best checkpoint. Raises :class:`Interrupted` after saving on SIGINT / SIGTERM.
+    the best checkpoint of the first seed of the largest λ (:func:`figure_member`). Raises
+    :class:`Interrupted` after saving on SIGINT / SIGTERM.
     """
     workdir = os.path.abspath(workdir)  # orbax needs absolute paths
     config = resolve(config)
