@@ -22,7 +22,8 @@
 #             (--set=reference_code=True), 4 seeds, TABLE_STEPS and TABLE_SECONDS as above;
 #             resumes, also from results/table1_cpu_reference_code/
 # Everything lands in OUTDIR: logs, results.json, metrics, figures and the latest/ checkpoints
-# (to resume on the next machine: unpack OUTDIR/workdirs.tar.gz into the repository root).
+# (to resume on the next machine: unpack each OUTDIR/workdirs_<part>.tar.gz in the repository
+# root; scripts/pack_runs.py says what they keep).
 # MNIST=DIR: the four MNIST IDX files, for a machine without internet access.
 # PYTHON=...: the interpreter (default: the set-up's .venv/bin/python if any, else python3).
 set -u
@@ -120,5 +121,5 @@ for part in $PARTS; do
   *) echo "unknown part $part"; exit 2 ;;
   esac
 done
-tar czf "$OUTDIR/workdirs.tar.gz" --exclude=tensorboard $W
+"$PY" scripts/pack_runs.py $W "$OUTDIR"  # workdirs_<part>.tar.gz: what a resume reads
 ls -la "$OUTDIR"
