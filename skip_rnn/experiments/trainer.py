@@ -309,7 +309,7 @@ class _TrainLoop:
                 # Validations on schedule and at the last step only: a session cut short by the
                 # time limit leaves the record as an uninterrupted run's (the settled rule reads
                 # the last validations).
-                validate = step % validate_every == 0 or step == total_steps
+                validate = (step % validate_every == 0 or step == total_steps) and not stopped
                 save = step % config.checkpoint_every == 0 or done
                 if not (step % config.log_every == 0 or validate or save):
                     continue
@@ -319,7 +319,7 @@ class _TrainLoop:
                     console.progress.set_postfix(loss=mean(metrics, "loss"),
                                                  metric=mean(metrics, "metric"),
                                                  updates=mean(metrics, "updates"))
-                if validate and not stopped:
+                if validate:
                     all_solved, all_settled = self.validate(state, step, console)
                     rule = next((r for r, hit in (("stop_when_solved", all_solved),
                                                   ("stop_when_settled", all_settled))
