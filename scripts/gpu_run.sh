@@ -32,7 +32,6 @@ shift
 PARTS=${*:-bench gradient mnist}
 W=workdirs/gpu_run
 mkdir -p "$OUTDIR" $W/logs
-# The set-up's environment where there is one (README), else the machine's python3.
 PY=${PYTHON:-$([ -x .venv/bin/python ] && echo .venv/bin/python || echo python3)}
 export PYTHONUNBUFFERED=1 XLA_PYTHON_CLIENT_PREALLOCATE=false PYTHONPATH=".:${PYTHONPATH:-}"
 mnist_dir=()
