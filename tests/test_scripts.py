@@ -48,3 +48,17 @@ def test_pack_runs_keeps_what_a_resume_reads(tmp_path):
         "gru/best/3/tree/d", "gru/metrics.jsonl", "gru/results.json"}
     with tarfile.open(written[0]) as tar:
         assert "latest/4/tree/d" in " ".join(tar.getnames())
+
+
+def test_pack_row_resumes_with_tar_into_the_workdir(tmp_path):
+    row = tmp_path / "ours" / "skip_lstm"
+    _run(row, {"steps": 4, "total_steps": 30000})
+    (row / "latest" / "6.orbax-checkpoint-tmp-1").mkdir()  # a step orbax is still writing
+    written = _pack_runs().pack_row(str(row), str(tmp_path / "results" / "skip_lstm"))
+    assert written == str(tmp_path / "results" / "skip_lstm" / "checkpoint_4.tar.gz")
+    with tarfile.open(written) as tar:
+        tar.extractall(tmp_path / "next", filter="data")
+    files = {os.path.relpath(os.path.join(d, f), tmp_path / "next")
+             for d, _, names in os.walk(tmp_path / "next") for f in names}
+    assert files == {"skip_lstm/latest/4/tree/d", "skip_lstm/best/3/tree/d",
+                     "skip_lstm/metrics.jsonl", "skip_lstm/results.json"}
