@@ -201,10 +201,26 @@ def _padded_count_loss(run):
      "unroll: `lengths` must be integers"),
     (lambda: sr.jump_unroll(CELLS["skip_lstm"], _params("skip_lstm"), XS, LENGTHS > 2),
      "jump_unroll: `lengths` must be integers"),
+    (lambda: sr.unroll(CELLS["skip_lstm"], _params("skip_lstm"), XS[:1],
+                       initial_state=CELLS["skip_lstm"].initial_state(_params("skip_lstm"), B)),
+     r"unroll: `initial_state` must have the batch size of `xs`, 1, .* initial_state.cell.c "
+     r"has shape \(3, 4\)"),
+    (lambda: sr.jump_unroll(
+        CELLS["skip_lstm"], _params("skip_lstm"), XS,
+        initial_state=CELLS["skip_lstm"].initial_state(_params("skip_lstm"), 2)),
+     r"jump_unroll: `initial_state` must have the batch size of `xs`, 3"),
 ])
 def test_misuse_raises_a_clear_error_naming_the_argument(bad, match):
     with pytest.raises(ValueError, match=match):
         bad()
+
+
+def test_lists_are_arrays_to_unroll_and_the_budget_losses():
+    xs = np.asarray(XS)
+    _, out = sr.unroll(CELLS["lstm"], _params("lstm"), xs.tolist())
+    np.testing.assert_array_equal(out.h, sr.unroll(CELLS["lstm"], _params("lstm"), xs)[1].h)
+    u = jnp.ones((2, 3))
+    assert sr.time_weighted_budget_loss(u, [0.1, 0.2, 0.3]) == pytest.approx(0.6)
 
 
 def test_numpy_integers_are_counts_as_python_ones_are():

@@ -108,6 +108,11 @@ def test_straight_through_value_is_hard_and_gradient_is_one():
     np.testing.assert_array_equal(sr.straight_through(soft, hard), hard)
     grad = jax.grad(lambda s: jnp.sum(sr.straight_through(s, jnp.round(s)) * jnp.arange(11.0)))
     np.testing.assert_array_equal(grad(soft), jnp.arange(11.0))  # d u / d ũ = 1
+    as_bool = sr.straight_through(soft, soft > 0.5)  # a comparison as `hard`: soft's dtype
+    assert as_bool.dtype == soft.dtype
+    np.testing.assert_array_equal(as_bool, hard)
+    bool_grad = jax.grad(lambda s: jnp.sum(sr.straight_through(s, s > 0.5) * jnp.arange(11.0)))
+    np.testing.assert_array_equal(bool_grad(soft), jnp.arange(11.0))
 
 
 def test_select_copies_exactly_and_has_the_gradient_of_eq3():

@@ -39,6 +39,7 @@ def time_weighted_budget_loss(u: Array, cost_per_step: Array) -> Array:
     :func:`rising_costs`.
     """
     check_number("time_weighted_budget_loss", "cost_per_step", cost_per_step, low=0)
+    cost_per_step = jnp.asarray(cost_per_step)
     if jnp.shape(cost_per_step) != jnp.shape(u)[-1:]:
         raise ValueError(f"time_weighted_budget_loss: `cost_per_step` must have shape [T] = "
                          f"{jnp.shape(u)[-1:]} (u is [B, T] = {jnp.shape(u)}), got "

@@ -33,7 +33,13 @@ from skip_rnn._src.base import (
     where_rows,
 )
 from skip_rnn._src.skip import MAX_SKIPS, SkipState, skips_after_update, u_tilde_after
-from skip_rnn._src.unroll import check_sequences, checked_lengths, take_steps, unroll
+from skip_rnn._src.unroll import (
+    check_sequences,
+    checked_initial_state,
+    checked_lengths,
+    take_steps,
+    unroll,
+)
 
 
 @serializable
@@ -107,8 +113,8 @@ def jump_unroll(
     if chunk is not None:
         check_number("jump_unroll", "chunk", chunk, integer=True, low=1)
     batch_size, num_steps = xs.shape[:2]
-    if initial_state is None:
-        initial_state = cell.initial_state(params, batch_size)
+    initial_state = (cell.initial_state(params, batch_size) if initial_state is None
+                     else checked_initial_state("jump_unroll", initial_state, batch_size))
     limit = (jnp.full((batch_size,), num_steps, jnp.int32) if lengths is None
              else checked_lengths("jump_unroll", lengths, batch_size, num_steps))
     if num_steps == 0:  # nothing to read or jump over

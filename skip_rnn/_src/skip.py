@@ -104,17 +104,18 @@ def straight_through(soft: Array, hard: Array) -> Array:
     """The value of ``hard`` with the gradient of ``soft`` (eq. 7: ``∂hard/∂soft = 1``).
 
     The value is ``hard`` exactly, even where ``soft`` is not finite (``x + stop_gradient(
-    round(x) - x)`` can miss 1 by a rounding error, and is NaN for a NaN ``x``); the tangent is
-    ``soft``'s, none flows through ``hard``.
+    round(x) - x)`` can miss 1 by a rounding error, and is NaN for a NaN ``x``), in the dtype
+    the two promote to (a bool ``hard`` such as ``soft >= 0.5`` comes back in ``soft``'s float
+    dtype); the tangent is ``soft``'s, none flows through ``hard``.
     """
-    del soft
-    return hard
+    return jnp.asarray(hard, jnp.result_type(soft, hard))
 
 
 @straight_through.defjvp
 def _straight_through_jvp(primals: tuple[Array, Array], tangents: tuple[Array, Array]):
     (soft, hard), (dsoft, _) = primals, tangents
-    return straight_through(soft, hard), jnp.broadcast_to(dsoft, hard.shape).astype(hard.dtype)
+    value = straight_through(soft, hard)
+    return value, jnp.broadcast_to(dsoft, value.shape).astype(value.dtype)
 
 
 def skips_after_update(delta_u: Array) -> Array:

@@ -64,9 +64,11 @@ def unroll(
       ``final_state`` (leaves ``[B, ...]``) and an :class:`Output` with ``h`` ``[B, T, H]`` and
       ``u``, ``u_tilde``, ``delta_u`` ``[B, T]``.
     """
+    xs = jnp.asarray(xs)
     check_sequences("unroll", xs)
     batch_size, num_steps = xs.shape[:2]
-    state = cell.initial_state(params, batch_size) if initial_state is None else initial_state
+    state = (cell.initial_state(params, batch_size) if initial_state is None
+             else checked_initial_state("unroll", initial_state, batch_size))
     state = rows_sharded_like(state, xs)
     valid = None
     if lengths is not None:
@@ -110,6 +112,21 @@ def take_steps(values: Array, steps: Array) -> Array:
     row's own steps (sharded as ``values``'s rows are)."""
     index = steps.reshape(steps.shape + (1,) * (values.ndim - 2))
     return jnp.take_along_axis(values, index, axis=1)
+
+
+def checked_initial_state(caller: str, state: State, batch_size: int) -> State:
+    """``state`` after a check that every leaf is ``[B, ...]`` with ``xs``'s ``B``.
+
+    Raises:
+      ValueError: naming ``caller`` and the first leaf whose leading axis is not ``B``.
+    """
+    for path, leaf in jax.tree_util.tree_leaves_with_path(state):
+        if jnp.ndim(leaf) == 0 or jnp.shape(leaf)[0] != batch_size:
+            raise ValueError(f"{caller}: `initial_state` must have the batch size of `xs`, "
+                             f"{batch_size}, on every leaf's first axis; "
+                             f"initial_state{jax.tree_util.keystr(path)} has shape "
+                             f"{jnp.shape(leaf)}.")
+    return state
 
 
 def check_sequences(caller: str, xs: Array) -> None:
