@@ -304,3 +304,21 @@ def test_a_stack_gives_each_layer_that_draws_its_own_key():
     _same(got, want)
     _, out = sr.unroll(cell, params, _inputs(), key=jax.random.key(4))
     assert set(np.unique(out.u)) <= {0.0, 1.0}
+
+
+def test_skip_passes_its_cell_a_key_and_a_skip_layer_inside_it_has_gradients():
+    """``skip`` hands the cell it wraps ``fold_in(key, 1)`` (a stack with a layer that draws),
+    and a skip layer's integer counts inside a wrapped stack take no tangent."""
+    inner = sr.stack([sr.random_skip(sr.gru(4), 0.5), sr.gru(4)])
+    cell = sr.skip(inner)
+    params = cell.init(jax.random.key(0), F)
+    state, x, key = cell.initial_state(params, 8), jnp.ones((8, F)), jax.random.key(3)
+    got_state, _ = cell.step(params, state, x, key)  # u_1 = 1: the cell's state is its step's
+    want_state, _ = inner.step(params["cell"], state.cell, x, jax.random.fold_in(key, 1))
+    _same(got_state.cell, want_state)
+    nested = sr.random_skip(sr.stack([sr.skip(sr.lstm(4)), sr.lstm(4)]), 0.5)
+    nested_params = nested.init(jax.random.key(0), F)
+    grads = jax.grad(lambda p: jnp.sum(sr.unroll(nested, p, _inputs(), key=key)[1].h ** 2))(
+        nested_params)
+    leaves = jax.tree.leaves(grads)
+    assert all(np.isfinite(g).all() for g in leaves) and any(np.abs(g).sum() > 0 for g in leaves)

@@ -47,6 +47,7 @@ from typing import Literal, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from skip_rnn._src.base import (
     Array,
@@ -162,7 +163,9 @@ def skip(
     Args:
       cell: the wrapped cell (``lstm``, ``gru``, ``stack`` ...).
       binarize: ``"round"`` (``u = 1`` iff ``ũ ≥ 0.5``, the paper's choice, so eq. 6 holds) or
-        ``"bernoulli"`` (``u ~ Bernoulli(ũ)``; ``step`` then needs a ``key``).
+        ``"bernoulli"`` (``u ~ Bernoulli(ũ)``; ``step`` then needs a ``key``). A ``key``
+        given to ``step`` also reaches ``cell`` as ``fold_in(key, 1)``, for a cell that draws
+        (a stack with a :func:`random_skip` layer).
       update_bias: initial ``b_p``.
       max_updates: hard budget (§5): once a sequence made this many updates, ``u_t = 0``, with
         no gradient (the budget, not the gate, decided).
@@ -193,8 +196,9 @@ def skip(
                                   gate_dtype(params))
 
     def step(params: Params, state: SkipState, x: Array, key: PRNGKey | None = None):
-        return gated_step(functools.partial(cell.step, params["cell"]), cell.gate_input,
-                          cell.output, params, state, x, key, binarize=binarize,
+        cell_key = None if key is None else jax.random.fold_in(key, 1)  # for a cell that draws
+        return gated_step(functools.partial(cell.step, params["cell"], key=cell_key),
+                          cell.gate_input, cell.output, params, state, x, key, binarize=binarize,
                           max_updates=max_updates, gradient=gradient)
 
     return SkipCell(
@@ -404,6 +408,8 @@ def _select_jvp(primals: tuple[Array, State, State], tangents: tuple[Array, Stat
     du_like = {}
 
     def tangent(n: Array, o: Array, dn: Array, do: Array) -> Array:
+        if not jnp.issubdtype(n.dtype, jnp.inexact):  # a count (an inner SkipState's): float0
+            return np.zeros(n.shape, jax.dtypes.float0)
         key = (n.shape, n.dtype)
         if key not in du_like:
             du_like[key] = jnp.broadcast_to(as_rows(du.astype(n.dtype), n), n.shape)
