@@ -1,26 +1,38 @@
 """Compiled ops per iteration of the training step's scans: plain cells against skip cells.
 
-The gradient of the adding task's loss (mean squared last output, plus the budget loss for
-skip cells) at ``[256, 50, 2]``, H = 110, compiled for this machine; for each of the two
+The gradient of a loss (mean squared last output, plus the budget loss for skip cells) at a
+training shape of ``benchmarks/train_step.py`` (the adding task's ``[256, 50, 2]`` by default),
+H = 110, compiled for this machine; for each of the two
 ``while`` loops of the optimized HLO (the forward and the backward scan, in the order the HLO
 text lists them), its body's instructions. An op is
 an XLA kernel launched per time step: what the skip wrapper adds to a step, beside the FLOPs.
 
-    python benchmarks/hlo_ops.py
+    python benchmarks/hlo_ops.py [--shape=smnist]
 """
 
 from __future__ import annotations
 
+import argparse
 import re
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
+from train_step import SHAPES
 
 import skip_rnn as sr
 from skip_rnn.experiments import allocator
 
+
+def flax_lstm() -> sr.Cell:
+    """Flax's ``OptimizedLSTMCell`` through :func:`skip_rnn.from_linen`, as benchmarked."""
+    return sr.from_linen(nn.OptimizedLSTMCell(110), learned_initial_state=True)
+
+
 CELLS = {"lstm": lambda: sr.lstm(110), "skip(lstm)": lambda: sr.skip(sr.lstm(110)),
-         "gru": lambda: sr.gru(110), "skip(gru)": lambda: sr.skip(sr.gru(110))}
+         "gru": lambda: sr.gru(110), "skip(gru)": lambda: sr.skip(sr.gru(110)),
+         "from_linen(OptimizedLSTMCell)": flax_lstm,
+         "skip(from_linen(OptimizedLSTMCell))": lambda: sr.skip(flax_lstm())}
 
 
 def loop_body_ops(cell: sr.Cell, xs: jax.Array) -> list[int]:
@@ -41,8 +53,12 @@ def loop_body_ops(cell: sr.Cell, xs: jax.Array) -> list[int]:
 
 
 def main() -> None:
-    xs = jnp.ones((256, 50, 2))
-    print(f"# {jax.devices()[0].device_kind}, jax {jax.__version__}")
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--shape", default="adding", choices=["adding", "smnist"])
+    args = parser.parse_args()
+    B, T, F, _, _ = SHAPES[args.shape]
+    xs = jnp.ones((B, T, F))
+    print(f"# {jax.devices()[0].device_kind}, jax {jax.__version__}, {args.shape} {xs.shape}")
     print("| cell | first loop: ops / step | second loop: ops / step |")
     print("|---|---|---|")
     for name, make in CELLS.items():
