@@ -237,6 +237,14 @@ def test_a_feature_size_mismatch_names_both_sizes(name):
         sr.unroll(CELLS[name], _params(name), jnp.ones((B, T, 3)))
 
 
+@pytest.mark.parametrize("name", ["lstm", "skip_stack"])
+def test_a_step_refuses_one_sample_against_a_batch_of_states(name):
+    cell, params = CELLS[name], _params(name)
+    with pytest.raises(ValueError, match=r"the input `x` \(1, 2\) must have the state's batch "
+                                         r"axes \(3,\)"):
+        cell.step(params, cell.initial_state(params, B), jnp.ones((1, F)))
+
+
 def test_push_refuses_a_sample_without_its_batch_axis():
     cell, params = CELLS["skip_lstm"], _params("skip_lstm")
     runner = sr.jump_stream(cell)
@@ -244,6 +252,15 @@ def test_push_refuses_a_sample_without_its_batch_axis():
         runner.push(params, runner.start(params), jnp.ones(F))
     with pytest.raises(ValueError, match=r"batch = 2, got shape \(1, 2\)"):
         runner.push(params, runner.start(params, 2), jnp.ones((1, F)))
+
+
+def test_push_refuses_a_state_whose_leaves_disagree_on_the_batch():
+    cell, params = CELLS["skip_lstm"], _params("skip_lstm")
+    runner = sr.jump_stream(cell)
+    state = runner.start(params, 2)._replace(cell=runner.start(params, 1).cell)
+    with pytest.raises(ValueError, match=r"jump_stream: `state` must have the batch size of "
+                                         r"`x`, 2, .* state.cell.c has shape \(1, 4\)"):
+        runner.push(params, state, jnp.ones((2, F)))
 
 
 def _budget_gradient(max_updates, b_p, num_steps):

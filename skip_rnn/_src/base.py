@@ -177,9 +177,14 @@ def check_number(caller: str, name: str, value: Any, *, integer: bool = False,
         raise ValueError(f"{caller}: `{name}` must be {meant}, got {value!r}.")
 
 
-def check_features(caller: str, x: Array, input_size: int) -> None:
+def check_features(caller: str, x: Array, input_size: int, h: Array) -> None:
     """Refuses an input ``x`` ``[B, ..., F]`` whose ``F`` is not the ``input_size`` that the
-    parameters were made for (``init(key, input_size)``), naming both sizes."""
+    parameters were made for (``init(key, input_size)``), naming both sizes, or whose batch
+    axes ``[B, ...]`` are not those of the state ``h`` ``[B, ..., H]`` (one sample would
+    otherwise broadcast against every sequence's state)."""
     if x.shape[-1] != input_size:
         raise ValueError(f"{caller}: the input `x` has {x.shape[-1]} features (shape "
                          f"{x.shape}), but the parameters were made for input_size={input_size}.")
+    if x.shape[:-1] != h.shape[:-1]:
+        raise ValueError(f"{caller}: the input `x` {x.shape} must have the state's batch axes "
+                         f"{h.shape[:-1]} (the state has shape {h.shape}).")

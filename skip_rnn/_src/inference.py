@@ -203,6 +203,7 @@ def jump_stream(cell: SkipCell) -> JumpStream:
         if x.ndim < 2 or x.shape[0] != batch_size:
             raise ValueError(f"jump_stream: `x` must be one sample per sequence, [batch, "
                              f"features] with batch = {batch_size}, got shape {x.shape}.")
+        state = checked_initial_state("jump_stream", state, batch_size, names=("state", "x"))
         return _update(cell, params, rows_sharded_like(state, x), x)
 
     return JumpStream(start, push)

@@ -114,17 +114,20 @@ def take_steps(values: Array, steps: Array) -> Array:
     return jnp.take_along_axis(values, index, axis=1)
 
 
-def checked_initial_state(caller: str, state: State, batch_size: int) -> State:
-    """``state`` after a check that every leaf is ``[B, ...]`` with ``xs``'s ``B``.
+def checked_initial_state(caller: str, state: State, batch_size: int,
+                          names: tuple[str, str] = ("initial_state", "xs")) -> State:
+    """``state`` after a check that every leaf is ``[B, ...]`` with the inputs' ``B``.
 
     Raises:
-      ValueError: naming ``caller`` and the first leaf whose leading axis is not ``B``.
+      ValueError: naming ``caller``, the arguments ``names`` (the state's, the inputs') and the
+        first leaf whose leading axis is not ``B``.
     """
+    state_name, inputs_name = names
     for path, leaf in jax.tree_util.tree_leaves_with_path(state):
         if jnp.ndim(leaf) == 0 or jnp.shape(leaf)[0] != batch_size:
-            raise ValueError(f"{caller}: `initial_state` must have the batch size of `xs`, "
-                             f"{batch_size}, on every leaf's first axis; "
-                             f"initial_state{jax.tree_util.keystr(path)} has shape "
+            raise ValueError(f"{caller}: `{state_name}` must have the batch size of "
+                             f"`{inputs_name}`, {batch_size}, on every leaf's first axis; "
+                             f"{state_name}{jax.tree_util.keystr(path)} has shape "
                              f"{jnp.shape(leaf)}.")
     return state
 
