@@ -228,7 +228,7 @@ def _train(workdir, steps: int) -> subprocess.Popen:
 
 
 def test_sigkilled_run_resumes_bit_identically(tmp_path):
-    steps = 400
+    steps = 200
     straight = _train(tmp_path / "straight", steps)
     killed = _train(tmp_path / "killed", steps)
     latest = tmp_path / "killed" / "latest"
