@@ -116,7 +116,7 @@ def test_settled_rule_on_a_recorded_run_waits_for_skipping():
 
 def test_stop_when_settled_stops_once_the_gate_holds_still(tmp_path, mnist_dir):
     config = tiny_config("mnist", dir=mnist_dir)
-    config.num_train_steps, config.eval_every, config.stop_when_settled = 20, 1, True
+    config.num_train_steps, config.eval_every, config.stop_when_settled = 8, 1, True
     config.settle_evals, config.cost_per_sample = 3, 0.0
     # An untrained skip cell updates at every step and its gate barely moves in 3 steps.
     results = trainer.train_and_evaluate(config, str(tmp_path / "loose"))
@@ -126,15 +126,15 @@ def test_stop_when_settled_stops_once_the_gate_holds_still(tmp_path, mnist_dir):
     assert again == {**results, "seconds": again["seconds"]}  # stays stopped: nothing trained
     config.stop_when_settled = False  # ... unless the rule is lifted
     on = trainer.train_and_evaluate(config, str(tmp_path / "loose"))
-    assert on["steps"] == 20 and on["stopped"] is None
+    assert on["steps"] == 8 and on["stopped"] is None
     config.stop_when_settled = True
     config.settle_delta_u = 1e-9  # the gate does move: never still enough
     results = trainer.train_and_evaluate(config, str(tmp_path / "strict"))
-    assert results["steps"] == 20 and results["members"][0]["settled_step"] is None
+    assert results["steps"] == 8 and results["members"][0]["settled_step"] is None
     config.settle_delta_u, config.cost_per_sample = 0.01, 1e-4  # a budget, not yet skipping
     results = trainer.train_and_evaluate(config, str(tmp_path / "budget"))
-    assert results["steps"] == 20 and results["members"][0]["settled_step"] is None
-    assert results["total_steps"] == 20  # the cap, which reproduce's "steps" column reads
+    assert results["steps"] == 8 and results["members"][0]["settled_step"] is None
+    assert results["total_steps"] == 8  # the cap, which reproduce's "steps" column reads
 
 
 def test_reproduce_says_settled_cap_or_neither():
