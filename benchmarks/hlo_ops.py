@@ -15,24 +15,14 @@ from __future__ import annotations
 import argparse
 import re
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
-from train_step import SHAPES
+from train_step import LAYERS, SHAPES
 
 import skip_rnn as sr
 from skip_rnn.experiments import allocator
 
-
-def flax_lstm() -> sr.Cell:
-    """Flax's ``OptimizedLSTMCell`` through :func:`skip_rnn.from_linen`, as benchmarked."""
-    return sr.from_linen(nn.OptimizedLSTMCell(110), learned_initial_state=True)
-
-
-CELLS = {"lstm": lambda: sr.lstm(110), "skip(lstm)": lambda: sr.skip(sr.lstm(110)),
-         "gru": lambda: sr.gru(110), "skip(gru)": lambda: sr.skip(sr.gru(110)),
-         "from_linen(OptimizedLSTMCell)": flax_lstm,
-         "skip(from_linen(OptimizedLSTMCell))": lambda: sr.skip(flax_lstm())}
+KINDS = ("lstm", "gru", "from_linen(OptimizedLSTMCell)")  # train_step's layers, H = 110
 
 
 def loop_body_ops(cell: sr.Cell, xs: jax.Array) -> list[int]:
@@ -61,9 +51,11 @@ def main() -> None:
     print(f"# {jax.devices()[0].device_kind}, jax {jax.__version__}, {args.shape} {xs.shape}")
     print("| cell | first loop: ops / step | second loop: ops / step |")
     print("|---|---|---|")
-    for name, make in CELLS.items():
-        first, second = loop_body_ops(make(), xs)[:2]
-        print(f"| {name} | {first} | {second} |")
+    for kind in KINDS:
+        for skip in (False, True):
+            cell = LAYERS[kind](110, jnp.float32)
+            first, second = loop_body_ops(sr.skip(cell) if skip else cell, xs)[:2]
+            print(f"| {f'skip({kind})' if skip else kind} | {first} | {second} |")
 
 
 if __name__ == "__main__":

@@ -177,7 +177,7 @@ def check_number(caller: str, name: str, value: Any, *, integer: bool = False,
         raise ValueError(f"{caller}: `{name}` must be {meant}, got {value!r}.")
 
 
-def check_features(caller: str, x: Array, input_size: int, h: Array) -> None:
+def check_input(caller: str, x: Array, input_size: int, h: Array) -> None:
     """Refuses an input ``x`` ``[B, ..., F]`` whose ``F`` is not the ``input_size`` that the
     parameters were made for (``init(key, input_size)``), naming both sizes, or whose batch
     axes ``[B, ...]`` are not those of the state ``h`` ``[B, ..., H]`` (one sample would

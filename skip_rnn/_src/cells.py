@@ -34,7 +34,7 @@ from skip_rnn._src.base import (
     Params,
     PRNGKey,
     State,
-    check_features,
+    check_input,
     check_number,
     serializable,
 )
@@ -123,7 +123,7 @@ def lstm(hidden_size: int, forget_bias: float = 1.0, *, dtype: DTypeLike | None 
 
     def step(params: Params, state: LSTMState, x: Array, key: PRNGKey | None = None):
         del key
-        check_features("lstm", x, params["w_x"].shape[0], state.h)
+        check_input("lstm", x, params["w_x"].shape[0], state.h)
         params, state, x = _cast(dtype, (params, state, x))
         z = x @ params["w_x"] + state.h @ params["w_h"] + params["b"]
         i, f, g, o = jnp.split(z, 4, axis=-1)
@@ -190,7 +190,7 @@ def gru(hidden_size: int, reset_after: bool = True, gate_bias: float = 0.0, *,
 
     def step(params: Params, h: Array, x: Array, key: PRNGKey | None = None):
         del key
-        check_features("gru", x, params["w_x"].shape[0], h)
+        check_input("gru", x, params["w_x"].shape[0], h)
         params, h, x = _cast(dtype, (params, h, x))
         x_r, x_z, x_n = jnp.split(x @ params["w_x"] + params["b"], 3, axis=-1)
         if reset_after:
